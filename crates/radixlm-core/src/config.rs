@@ -1,0 +1,117 @@
+//! The architecture-independent model configuration every model file fills in, from a Hugging Face
+//! `config.json` or from GGUF metadata. Frozen after load; derived values are methods.
+
+use crate::error::{Error, Result};
+
+/// How RoPE pairs dimensions. HF checkpoints rotate the two halves of a head (NeoX style); llama.cpp's
+/// converter permutes Llama's Q/K rows so GGUF Llama weights need adjacent pairs rotated instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    Half,
+    Interleaved,
+}
+
+/// Llama 3.x frequency scaling (`rope_scaling.rope_type == "llama3"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub arch: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<Llama3Scaling>,
+    pub rope_style: RopeStyle,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+}
+
+/// Upper bounds that keep a hostile config from asking for absurd allocations.
+const MAX_DIM: usize = 1 << 20;
+const MAX_LAYERS: usize = 1024;
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::invalid_model(format!("config: {what}")));
+        let in_range = |v: usize| v > 0 && v <= MAX_DIM;
+        if !in_range(self.vocab_size) || self.vocab_size > 1 << 24 {
+            return bad("vocab_size out of range");
+        }
+        if !in_range(self.hidden_size) || !in_range(self.intermediate_size) {
+            return bad("hidden_size/intermediate_size out of range");
+        }
+        if self.num_layers == 0 || self.num_layers > MAX_LAYERS {
+            return bad("num_hidden_layers out of range");
+        }
+        if !in_range(self.num_heads) || !in_range(self.num_kv_heads) || !in_range(self.head_dim) {
+            return bad("attention head counts out of range");
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return bad("num_attention_heads must be a multiple of num_key_value_heads");
+        }
+        if self.head_dim % 2 != 0 {
+            return bad("head_dim must be even for RoPE");
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return bad("rms_norm_eps must be positive");
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("rope_theta must be positive");
+        }
+        if self.max_position_embeddings == 0 {
+            return bad("max_position_embeddings must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn q_size(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    pub fn kv_size(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Inverse frequencies per rotated pair, with Llama 3 scaling applied when configured.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let half = self.head_dim / 2;
+        (0..half)
+            .map(|i| {
+                let f = 1.0 / self.rope_theta.powf(2.0 * i as f64 / self.head_dim as f64);
+                let f = match &self.rope_scaling {
+                    Some(s) => llama3_scale(f, s),
+                    None => f,
+                };
+                f as f32
+            })
+            .collect()
+    }
+}
+
+fn llama3_scale(freq: f64, s: &Llama3Scaling) -> f64 {
+    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+            / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}

@@ -1,0 +1,524 @@
+//! The engine: a handle that validates and tokenizes on the caller's thread, and one engine thread that
+//! owns scheduler, KV and model and talks to the world over channels. Each request's events go back on
+//! its own channel; dropping a `RequestHandle` before its end aborts the request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::detok::{Detokenizer, StopText};
+use crate::error::{Error, ErrorCode, Result};
+use crate::kv_cache::{KvCache, PagePool};
+use crate::model::hub::Progress;
+use crate::model::load::load;
+use crate::model::tokenizer::TokenizerInfo;
+use crate::options::EngineOptions;
+use crate::request::{FinishReason, Request};
+use crate::runner::ModelRunner;
+use crate::sampling::{RequestSampler, SamplingParams};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+
+pub enum PromptInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub delta: String,
+    pub ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub rid: String,
+    /// Text released with this final event (the tail not yet streamed).
+    pub delta: String,
+    /// Ids not yet sent in a chunk.
+    pub delta_ids: Vec<u32>,
+    pub text: String,
+    pub output_ids: Vec<u32>,
+    pub finish: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub cached_tokens: usize,
+    pub retractions: usize,
+    pub e2e_latency: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Chunk(Chunk),
+    Done(Output),
+    Error(Error),
+}
+
+enum Command {
+    Add(Box<Request>, UnboundedSender<Event>),
+    Abort(u64, String),
+    Flush,
+    Info(Sender<Value>),
+    Shutdown,
+}
+
+/// What the caller-side handle knows without asking the engine thread.
+struct Shared {
+    tokenizer: Option<Arc<TokenizerInfo>>,
+    vocab_size: usize,
+    context_length: usize,
+    pool_tokens: usize,
+    opts: EngineOptions,
+    resolved_path: String,
+}
+
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    cmd: Sender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    closed: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    seed_base: u64,
+}
+
+impl EngineHandle {
+    /// Loads the model (blocking) and starts the engine thread.
+    pub fn start(opts: EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+        let loaded = load(&opts, progress)?;
+        let cfg = loaded.model.cfg.clone();
+        let context_length = opts.context_length.unwrap_or(cfg.max_position_embeddings);
+        let per_token = KvCache::bytes_per_token(cfg.num_layers, cfg.kv_size());
+        let pool_tokens = opts
+            .max_total_tokens
+            .unwrap_or_else(|| ((4usize << 30) / per_token).clamp(2048, 65536));
+        let page_size = opts.page_size;
+        let num_pages = pool_tokens.div_ceil(page_size);
+        let kv = KvCache::new(cfg.num_layers, num_pages, page_size, cfg.kv_size());
+        let runner = ModelRunner { model: loaded.model, kv };
+        let sched = Scheduler::new(
+            SchedulerConfig { max_running: opts.max_running_requests, chunk_budget: opts.chunked_prefill_size, page_size },
+            PagePool::new(num_pages),
+        );
+        let tokenizer = loaded.tokenizer.map(Arc::new);
+        let shared = Arc::new(Shared {
+            tokenizer: tokenizer.clone(),
+            vocab_size: cfg.vocab_size,
+            context_length,
+            pool_tokens: num_pages * page_size,
+            opts: opts.clone(),
+            resolved_path: loaded.resolved_path,
+        });
+        let (tx, rx) = channel();
+        let closed = Arc::new(AtomicBool::new(false));
+        let worker = Worker { sched, runner, tokenizer, outputs: HashMap::new(), rx, closed: closed.clone(), steps: 0, failures: 0 };
+        let thread = std::thread::Builder::new()
+            .name("radixlm-engine".into())
+            .spawn(move || worker.run())
+            .map_err(|e| Error::internal(format!("cannot start the engine thread: {e}")))?;
+        let seed_base = opts.random_seed.unwrap_or_else(rand::random);
+        Ok(EngineHandle { shared, cmd: tx, thread: Mutex::new(Some(thread)), closed, next_id: AtomicU64::new(1), seed_base })
+    }
+}
+
+impl EngineHandle {
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"));
+        }
+        Ok(())
+    }
+
+    pub fn tokenizer(&self) -> Option<&TokenizerInfo> {
+        self.shared.tokenizer.as_deref()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.shared.vocab_size
+    }
+
+    /// Validates, tokenizes and queues one prompt; returns one handle per sample (`n`).
+    pub fn submit(&self, input: PromptInput, params: &Value, rid: Option<String>, stream: bool) -> Result<Vec<RequestHandle>> {
+        self.ensure_open()?;
+        let tk = self.shared.tokenizer.as_deref();
+        let defaults = tk.map(|t| t.defaults.clone()).unwrap_or_default();
+        let params = SamplingParams::from_json(params, &defaults, self.shared.vocab_size)?;
+        if tk.is_none() && (!params.stop.is_empty() || params.min_new_tokens > 0 && !params.ignore_eos && params.stop_token_ids.is_empty()) {
+            return Err(Error::invalid_params("samplingParams.stop / minNewTokens need a tokenizer (skipTokenizerInit is set)"));
+        }
+        let prompt = match input {
+            PromptInput::Ids(ids) => {
+                if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.shared.vocab_size) {
+                    return Err(Error::invalid_input(format!(
+                        "inputIds: token id {bad} is outside the vocabulary [0, {})",
+                        self.shared.vocab_size
+                    )));
+                }
+                ids
+            }
+            PromptInput::Text(text) => match tk {
+                Some(t) => t.encode(&text)?,
+                None => return Err(Error::invalid_input("text prompts need a tokenizer (skipTokenizerInit is set): pass inputIds")),
+            },
+        };
+        if prompt.is_empty() {
+            return Err(Error::invalid_input("the prompt is empty (no tokens)"));
+        }
+        let limit = self.shared.context_length.min(self.shared.pool_tokens);
+        if prompt.len() >= limit {
+            return Err(Error::new(
+                ErrorCode::PromptTooLong,
+                format!(
+                    "the prompt has {} tokens; the limit is {} (context length {}, KV pool {} tokens)",
+                    prompt.len(),
+                    limit - 1,
+                    self.shared.context_length,
+                    self.shared.pool_tokens
+                ),
+            ));
+        }
+        let mut eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { tk.map(|t| t.eos_ids.clone()).unwrap_or_default() };
+        eos.extend(params.stop_token_ids.iter().copied());
+        let base_rid = rid.unwrap_or_default();
+        let mut handles = Vec::with_capacity(params.n);
+        for sample in 0..params.n {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let rid = match (base_rid.is_empty(), params.n) {
+                (true, _) => format!("req-{id}"),
+                (false, 1) => base_rid.clone(),
+                (false, _) => format!("{base_rid}-{sample}"),
+            };
+            let seed = params.seed.map(|s| s.wrapping_add(sample as u64)).unwrap_or_else(|| mix(self.seed_base, id));
+            let req = Request {
+                id,
+                rid: rid.clone(),
+                sampler: RequestSampler::new(seed, &prompt),
+                detok: tk.map(|_| Detokenizer::new(&prompt, params.skip_special_tokens)),
+                text: StopText::new(params.stop.clone()),
+                prompt: prompt.clone(),
+                output: Vec::new(),
+                params: params.clone(),
+                pages: Vec::new(),
+                kv_len: 0,
+                stop_ids: eos.clone(),
+                max_seq_len: self.shared.context_length,
+                stream,
+                finish: None,
+                cached_tokens: 0,
+                retractions: 0,
+                arrived: Instant::now(),
+            };
+            let (tx, rx) = unbounded_channel();
+            self.cmd
+                .send(Command::Add(Box::new(req), tx))
+                .map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"))?;
+            handles.push(RequestHandle { id, rid, rx, cmd: self.cmd.clone(), done: false });
+        }
+        Ok(handles)
+    }
+
+    pub fn flush_cache(&self) -> Result<()> {
+        self.ensure_open()?;
+        let _ = self.cmd.send(Command::Flush);
+        Ok(())
+    }
+
+    /// Resolved options, pool and counters, as JSON (camelCase keys).
+    pub fn server_info(&self) -> Result<Value> {
+        self.ensure_open()?;
+        let (tx, rx) = channel();
+        self.cmd
+            .send(Command::Info(tx))
+            .map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"))?;
+        let mut info = rx.recv().map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has stopped"))?;
+        let o = &self.shared.opts;
+        info["modelPath"] = json!(o.model_path);
+        info["resolvedModelPath"] = json!(self.shared.resolved_path);
+        info["contextLength"] = json!(self.shared.context_length);
+        info["maxTotalTokens"] = json!(self.shared.pool_tokens);
+        info["pageSize"] = json!(o.page_size);
+        info["maxRunningRequests"] = json!(o.max_running_requests);
+        info["chunkedPrefillSize"] = json!(if o.chunked_prefill_size == usize::MAX { -1i64 } else { o.chunked_prefill_size as i64 });
+        info["dtype"] = json!(o.dtype);
+        info["device"] = json!("cpu");
+        info["vocabSize"] = json!(self.shared.vocab_size);
+        Ok(info)
+    }
+
+    /// Idempotent. Every in-flight request ends with `ERR_ENGINE_SHUTDOWN`; returns once the engine
+    /// thread has exited and dropped the model and KV memory.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.cmd.send(Command::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// splitmix64: per-request seeds from the engine seed and a counter.
+fn mix(base: u64, n: u64) -> u64 {
+    let mut z = base.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub struct RequestHandle {
+    pub id: u64,
+    pub rid: String,
+    rx: UnboundedReceiver<Event>,
+    cmd: Sender<Command>,
+    done: bool,
+}
+
+impl RequestHandle {
+    fn settle(&mut self, ev: Option<Event>) -> Option<Event> {
+        match ev {
+            Some(Event::Chunk(c)) => Some(Event::Chunk(c)),
+            Some(end) => {
+                self.done = true;
+                Some(end)
+            }
+            None if self.done => None,
+            None => {
+                // The engine dropped the sender without a final event: it is gone.
+                self.done = true;
+                Some(Event::Error(Error::new(ErrorCode::EngineShutdown, "the engine has been shut down")))
+            }
+        }
+    }
+
+    /// Next event; `None` after the final one.
+    pub async fn next(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
+        }
+        let ev = self.rx.recv().await;
+        self.settle(ev)
+    }
+
+    /// Blocking variant for the `*Sync` API (never call from inside an async runtime).
+    pub fn next_blocking(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
+        }
+        let ev = self.rx.blocking_recv();
+        self.settle(ev)
+    }
+
+    pub fn abort(&self, why: &str) {
+        if !self.done {
+            let _ = self.cmd.send(Command::Abort(self.id, why.to_string()));
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        self.abort("request handle dropped");
+    }
+}
+
+/// The engine thread's state. Owns everything by value.
+struct Worker {
+    sched: Scheduler,
+    runner: ModelRunner,
+    tokenizer: Option<Arc<TokenizerInfo>>,
+    outputs: HashMap<u64, UnboundedSender<Event>>,
+    rx: Receiver<Command>,
+    closed: Arc<AtomicBool>,
+    steps: u64,
+    failures: u64,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            // Block while idle; otherwise drain what arrived and take a step.
+            if self.sched.is_idle() {
+                match self.rx.recv() {
+                    Ok(c) => {
+                        if !self.handle(c) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            while let Ok(c) = self.rx.try_recv() {
+                if !self.handle(c) {
+                    stop = true;
+                    break;
+                }
+            }
+            if stop {
+                break;
+            }
+            if !self.sched.is_idle() {
+                self.step();
+            }
+        }
+        self.fail_all(ErrorCode::EngineShutdown, "the engine has been shut down");
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, c: Command) -> bool {
+        match c {
+            Command::Add(mut r, tx) => {
+                if r.params.max_new_tokens == 0 {
+                    r.finish = Some(FinishReason::Length(0));
+                    self.outputs.insert(r.id, tx);
+                    self.finish(*r);
+                } else {
+                    self.outputs.insert(r.id, tx);
+                    self.sched.waiting.push_back(*r);
+                }
+            }
+            Command::Abort(id, why) => {
+                if let Some(mut r) = self.sched.take(id) {
+                    r.finish = Some(FinishReason::Abort(why));
+                    self.finish(r);
+                }
+            }
+            Command::Flush => {}
+            Command::Info(tx) => {
+                let _ = tx.send(self.info());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn info(&self) -> Value {
+        let pool = &self.sched.pool;
+        json!({
+            "poolPages": pool.total(),
+            "pagesFree": pool.free_pages(),
+            "pagesUsed": pool.total() - pool.free_pages(),
+            "pagesCached": 0,
+            "cacheHitRate": 0.0,
+            "running": self.sched.running.len(),
+            "waiting": self.sched.waiting.len(),
+            "steps": self.steps,
+            "retractions": self.sched.retractions,
+            "integrityFailures": self.failures,
+        })
+    }
+
+    fn step(&mut self) {
+        let (batch, rejected) = self.sched.schedule();
+        for r in rejected {
+            self.finish(r);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.steps += 1;
+        let result = self.runner.run(&self.sched.running, &batch);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                // A failed pass fails the requests in it; the engine keeps serving the rest.
+                let ids: Vec<u64> = batch.iter().map(|&(i, _)| self.sched.running[i].id).collect();
+                for id in ids {
+                    if let Some(r) = self.sched.take(id) {
+                        self.send(r.id, Event::Error(e.clone()), true);
+                    }
+                }
+                return;
+            }
+        };
+        let tk = self.tokenizer.clone();
+        let mut finished = Vec::new();
+        for (&(i, q), row) in batch.iter().zip(logits) {
+            let r = &mut self.sched.running[i];
+            r.kv_len += q;
+            let Some(mut row) = row else { continue };
+            let banned = r.banned_now().to_vec();
+            let token = r.sampler.sample(&mut row, &r.params, &banned);
+            let delta = r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
+            if r.finish.is_some() {
+                finished.push(r.id);
+            } else if r.stream {
+                let id = r.id;
+                self.send(id, Event::Chunk(crate::engine::Chunk { delta, ids: vec![token] }), false);
+            }
+        }
+        for id in finished {
+            if let Some(r) = self.sched.take(id) {
+                self.finish(r);
+            }
+        }
+        if self.sched.is_idle() {
+            if let Err(e) = self.sched.check_integrity() {
+                self.failures += 1;
+                debug_assert!(false, "{e}");
+            }
+        }
+    }
+
+    /// Sends the final event of a request whose pages are already returned.
+    fn finish(&mut self, mut r: Request) {
+        let tk = self.tokenizer.clone();
+        let finish = r.finish.clone().unwrap_or(FinishReason::Abort("unknown".into()));
+        if let FinishReason::Abort(msg) = &finish {
+            if msg == "prompt does not fit the KV pool" {
+                let e = Error::new(ErrorCode::PromptTooLong, format!("the prompt ({} tokens) does not fit the KV pool", r.prompt.len()));
+                self.send(r.id, Event::Error(e), true);
+                return;
+            }
+        }
+        let sent_before = r.text.sent;
+        let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
+        let _ = sent_before;
+        let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };
+        let out = Output {
+            rid: r.rid.clone(),
+            delta: tail,
+            delta_ids: if matches!(finish, FinishReason::Abort(_)) { Vec::new() } else { last_id },
+            text: r.text.text.clone(),
+            output_ids: r.output.clone(),
+            prompt_tokens: r.prompt.len(),
+            completion_tokens: r.output.len(),
+            cached_tokens: r.cached_tokens,
+            retractions: r.retractions,
+            e2e_latency: r.arrived.elapsed().as_secs_f64(),
+            finish,
+        };
+        self.send(r.id, Event::Done(out), true);
+    }
+
+    fn send(&mut self, id: u64, ev: Event, last: bool) {
+        let tx = if last { self.outputs.remove(&id) } else { self.outputs.get(&id).cloned() };
+        if let Some(tx) = tx {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn fail_all(&mut self, code: ErrorCode, msg: &str) {
+        let ids: Vec<u64> = self.sched.running.iter().chain(self.sched.waiting.iter()).map(|r| r.id).collect();
+        for id in ids {
+            self.sched.take(id);
+        }
+        for (_, tx) in self.outputs.drain() {
+            let _ = tx.send(Event::Error(Error::new(code, msg)));
+        }
+    }
+}

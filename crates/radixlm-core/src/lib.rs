@@ -1,0 +1,22 @@
+//! radixlm-core: the engine. Policy (scheduler), memory (KV pages), compute (model runner + models),
+//! sampling and detokenization, each its own module; no napi here.
+
+pub mod config;
+pub mod detok;
+pub mod engine;
+pub mod error;
+pub mod forward_ctx;
+pub mod kv_cache;
+pub mod layers;
+pub mod model;
+pub mod models;
+pub mod options;
+pub mod request;
+pub mod runner;
+pub mod sampling;
+pub mod scheduler;
+
+pub use engine::{Chunk, EngineHandle, Event, Output, PromptInput, RequestHandle};
+pub use error::{Error, ErrorCode, Result};
+pub use options::EngineOptions;
+pub use request::FinishReason;

@@ -1,0 +1,55 @@
+//! From `modelPath` to a ready model and tokenizer.
+
+use std::path::Path;
+
+use super::gguf::read_gguf;
+use super::hub::{resolve_model, HubEnv, ModelKind, Progress};
+use super::safetensors::SafetensorsWeights;
+use super::tokenizer::TokenizerInfo;
+use super::weights::{WeightMode, Weights};
+use crate::error::{Error, Result};
+use crate::layers::transformer::Transformer;
+use crate::models;
+use crate::options::EngineOptions;
+
+pub struct LoadedModel {
+    pub model: Transformer,
+    /// None with `skipTokenizerInit`.
+    pub tokenizer: Option<TokenizerInfo>,
+    /// Where the weights were found (after hub resolution).
+    pub resolved_path: String,
+}
+
+pub fn load(opts: &EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<LoadedModel> {
+    let resolved = resolve_model(&opts.model_path, &HubEnv::from_process_env(), progress)?;
+    let mode = if opts.wants_f32() { WeightMode::F32 } else { WeightMode::AsStored };
+    let (model, tokenizer) = match resolved.kind {
+        ModelKind::Gguf => {
+            let file = read_gguf(&resolved.path)?;
+            let cfg = models::config_from_gguf(&file)?;
+            let tokenizer = match (&opts.tokenizer_path, opts.skip_tokenizer_init) {
+                (_, true) => None,
+                (Some(dir), false) => Some(TokenizerInfo::from_hf_dir(Path::new(dir), Path::new(dir))?),
+                (None, false) => Some(TokenizerInfo::from_gguf(&file)?),
+            };
+            (Transformer::load(cfg, &Weights::Gguf(file), mode)?, tokenizer)
+        }
+        ModelKind::HfDir => {
+            let dir = &resolved.path;
+            let text = std::fs::read_to_string(dir.join("config.json"))
+                .map_err(|e| Error::invalid_model(format!("config.json in {}: {e}", dir.display())))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::invalid_model(format!("config.json: {e}")))?;
+            let cfg = models::config_from_hf(&json)?;
+            let weights = Weights::Safetensors(SafetensorsWeights::open(dir)?);
+            let tokenizer = if opts.skip_tokenizer_init {
+                None
+            } else {
+                let tdir = opts.tokenizer_path.as_deref().map(Path::new).unwrap_or(dir);
+                Some(TokenizerInfo::from_hf_dir(tdir, dir)?)
+            };
+            (Transformer::load(cfg, &weights, mode)?, tokenizer)
+        }
+    };
+    Ok(LoadedModel { model, tokenizer, resolved_path: resolved.path.display().to_string() })
+}

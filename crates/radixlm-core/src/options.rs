@@ -1,0 +1,143 @@
+//! Engine options (camelCase, SGLang's snake_case accepted), resolved once at start and then frozen.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::sampling::params::camel;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    pub model_path: String,
+    pub tokenizer_path: Option<String>,
+    /// "auto" keeps GGUF weights quantized (and safetensors as f32); "float32" dequantizes everything.
+    pub dtype: String,
+    pub device: String,
+    pub context_length: Option<usize>,
+    pub max_running_requests: usize,
+    pub max_total_tokens: Option<usize>,
+    pub mem_fraction_static: Option<f64>,
+    pub chunked_prefill_size: usize,
+    pub page_size: usize,
+    pub disable_radix_cache: bool,
+    pub random_seed: Option<u64>,
+    pub skip_tokenizer_init: bool,
+    pub log_level: String,
+    pub enable_return_hidden_states: bool,
+    pub cuda_graph_max_bs: Option<usize>,
+    pub disable_cuda_graph: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            model_path: String::new(),
+            tokenizer_path: None,
+            dtype: "auto".into(),
+            device: "auto".into(),
+            context_length: None,
+            max_running_requests: 64,
+            max_total_tokens: None,
+            mem_fraction_static: None,
+            chunked_prefill_size: 2048,
+            page_size: 16,
+            disable_radix_cache: false,
+            random_seed: None,
+            skip_tokenizer_init: false,
+            log_level: "error".into(),
+            enable_return_hidden_states: false,
+            cuda_graph_max_bs: None,
+            disable_cuda_graph: false,
+        }
+    }
+}
+
+fn bad(key: &str, why: &str) -> Error {
+    Error::invalid_options(format!("options.{}: {why}", camel(key)))
+}
+
+fn positive(key: &str, v: &Value) -> Result<usize> {
+    v.as_u64()
+        .filter(|&n| n >= 1 && n <= (1u64 << 40))
+        .map(|n| n as usize)
+        .ok_or_else(|| bad(key, "must be a positive integer"))
+}
+
+fn string(key: &str, v: &Value) -> Result<String> {
+    v.as_str().map(String::from).ok_or_else(|| bad(key, "must be a string"))
+}
+
+fn boolean(key: &str, v: &Value) -> Result<bool> {
+    v.as_bool().ok_or_else(|| bad(key, "must be a boolean"))
+}
+
+impl EngineOptions {
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let obj = v.as_object().ok_or_else(|| Error::invalid_options("options must be an object"))?;
+        let mut o = EngineOptions::default();
+        let mut seen = std::collections::HashSet::new();
+        for (raw, val) in obj {
+            let key = crate::sampling::params::snake(raw);
+            if !seen.insert(key.clone()) {
+                return Err(bad(&key, "given twice (camelCase and snake_case)"));
+            }
+            if val.is_null() {
+                continue;
+            }
+            match key.as_str() {
+                "model_path" => o.model_path = string(&key, val)?,
+                "tokenizer_path" => o.tokenizer_path = Some(string(&key, val)?),
+                "dtype" => {
+                    o.dtype = string(&key, val)?;
+                    if !["auto", "float32", "f32"].contains(&o.dtype.as_str()) {
+                        return Err(bad(&key, "must be 'auto' or 'float32' on the CPU backend"));
+                    }
+                }
+                "device" => {
+                    o.device = string(&key, val)?;
+                    if !["auto", "cpu"].contains(&o.device.as_str()) && !o.device.starts_with("cuda") {
+                        return Err(bad(&key, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"));
+                    }
+                }
+                "context_length" => o.context_length = Some(positive(&key, val)?),
+                "max_running_requests" => o.max_running_requests = positive(&key, val)?,
+                "max_total_tokens" => o.max_total_tokens = Some(positive(&key, val)?),
+                "mem_fraction_static" => {
+                    let f = val.as_f64().filter(|f| *f > 0.0 && *f < 1.0);
+                    o.mem_fraction_static = Some(f.ok_or_else(|| bad(&key, "must be in (0, 1)"))?);
+                }
+                "chunked_prefill_size" => {
+                    // SGLang uses -1 for "no chunking".
+                    o.chunked_prefill_size = if val.as_i64() == Some(-1) { usize::MAX } else { positive(&key, val)? };
+                }
+                "page_size" => {
+                    o.page_size = positive(&key, val)?;
+                    if o.page_size > 4096 {
+                        return Err(bad(&key, "must be <= 4096"));
+                    }
+                }
+                "disable_radix_cache" => o.disable_radix_cache = boolean(&key, val)?,
+                "random_seed" => o.random_seed = Some(val.as_u64().ok_or_else(|| bad(&key, "must be a non-negative integer"))?),
+                "skip_tokenizer_init" => o.skip_tokenizer_init = boolean(&key, val)?,
+                "log_level" => o.log_level = string(&key, val)?,
+                "enable_return_hidden_states" => o.enable_return_hidden_states = boolean(&key, val)?,
+                "cuda_graph_max_bs" => o.cuda_graph_max_bs = Some(positive(&key, val)?),
+                "disable_cuda_graph" => o.disable_cuda_graph = boolean(&key, val)?,
+                k => return Err(bad(k, "unknown engine option")),
+            }
+        }
+        if o.model_path.is_empty() {
+            return Err(Error::invalid_options("options.modelPath is required"));
+        }
+        if o.device.starts_with("cuda") {
+            return Err(Error::invalid_options(format!(
+                "options.device '{}': this build of radixlm has no CUDA backend (use 'cpu' or 'auto')",
+                o.device
+            )));
+        }
+        Ok(o)
+    }
+
+    pub fn wants_f32(&self) -> bool {
+        self.dtype == "float32" || self.dtype == "f32"
+    }
+}

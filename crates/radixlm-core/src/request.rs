@@ -1,0 +1,113 @@
+//! Request state: counters, page table, sampler and text state. No channels (the engine keeps those).
+//!
+//! ```text
+//!   tokens = prompt ++ output          kv_len = how many of them have K/V in the cache
+//!   | prompt ............ | output .. |
+//!   |<------ kv_len ----->|             the rest is computed in coming passes (prefill chunks, or
+//!                                        everything again after a retraction)
+//! ```
+
+use std::time::Instant;
+
+use tokenizers::Tokenizer;
+
+use crate::detok::{Detokenizer, StopText};
+use crate::sampling::{RequestSampler, SamplingParams};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishReason {
+    StopToken(u32),
+    StopString(String),
+    Length(usize),
+    Abort(String),
+}
+
+pub struct Request {
+    pub id: u64,
+    pub rid: String,
+    pub prompt: Vec<u32>,
+    pub output: Vec<u32>,
+    pub params: SamplingParams,
+    pub sampler: RequestSampler,
+    pub pages: Vec<u32>,
+    pub kv_len: usize,
+    /// Ids that end this request (EOS unless ignoreEos, plus stopTokenIds).
+    pub stop_ids: Vec<u32>,
+    /// Longest the sequence may grow (context length).
+    pub max_seq_len: usize,
+    pub stream: bool,
+    pub detok: Option<Detokenizer>,
+    pub text: StopText,
+    pub finish: Option<FinishReason>,
+    pub cached_tokens: usize,
+    pub retractions: usize,
+    pub arrived: Instant,
+}
+
+impl Request {
+    pub fn seq_len(&self) -> usize {
+        self.prompt.len() + self.output.len()
+    }
+
+    pub fn token_at(&self, i: usize) -> u32 {
+        if i < self.prompt.len() {
+            self.prompt[i]
+        } else {
+            self.output[i - self.prompt.len()]
+        }
+    }
+
+    /// Tokens still to be run through the model before the next sample.
+    pub fn pending(&self) -> usize {
+        self.seq_len() - self.kv_len
+    }
+
+    /// Ids the sampler may not pick yet (stop ids before `minNewTokens`).
+    pub fn banned_now(&self) -> &[u32] {
+        if self.output.len() < self.params.min_new_tokens {
+            &self.stop_ids
+        } else {
+            &[]
+        }
+    }
+
+    /// Records a sampled token, updates the text and decides whether the request is finished.
+    /// Returns the text newly releasable to the caller.
+    pub fn accept(&mut self, token: u32, tk: Option<&Tokenizer>) -> String {
+        self.output.push(token);
+        self.sampler.observe(token);
+        let may_stop = self.output.len() >= self.params.min_new_tokens;
+        let stop_token = may_stop && self.stop_ids.contains(&token);
+        if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
+            // A matched stop token stays out of the text unless noStopTrim (SGLang's trim rule).
+            if !stop_token || self.params.no_stop_trim {
+                let piece = detok.push(tk, token);
+                let hit = self.text.push(&piece);
+                if let (Some(hit), true) = (hit, may_stop) {
+                    self.text.cut(&hit, self.params.no_stop_trim);
+                    self.finish = Some(FinishReason::StopString(hit.stop));
+                }
+            }
+        }
+        if self.finish.is_none() {
+            if stop_token {
+                self.finish = Some(FinishReason::StopToken(token));
+            } else if self.output.len() >= self.params.max_new_tokens || self.seq_len() >= self.max_seq_len {
+                self.finish = Some(FinishReason::Length(self.output.len()));
+            }
+        }
+        self.release(tk)
+    }
+
+    /// Text that can go out now; at finish, also whatever the detokenizer still held back.
+    pub fn release(&mut self, tk: Option<&Tokenizer>) -> String {
+        let finished = self.finish.is_some();
+        if finished && !matches!(self.finish, Some(FinishReason::StopString(_))) {
+            if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
+                let rest = detok.flush(tk);
+                self.text.push(&rest);
+            }
+        }
+        self.text.take_releasable(finished)
+    }
+}

@@ -1,0 +1,7 @@
+//! Sampling: request parameters (parsing + validation) and the per-request sampler.
+
+pub mod params;
+pub mod sampler;
+
+pub use params::SamplingParams;
+pub use sampler::RequestSampler;
