@@ -42,6 +42,7 @@ import tempfile
 import numpy as np
 import torch
 
+sys.dont_write_bytecode = True  # no __pycache__ in the repo
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from golden_util import (  # noqa: E402
     N_GREEDY, check_finite, dump_golden, fmt_margin, greedy_full_forward, min_margin, sha256_file, topk_rows,
@@ -162,6 +163,11 @@ def export_tokenizer(tok, chat_template):
             cfg = json.load(f)
     for k in ("is_local", "local_files_only"):
         cfg.pop(k, None)
+    # "PreTrainedTokenizerFast" loads tokenizer.json as it is in transformers 4 and 5. Not SmolLM2's own
+    # "GPT2Tokenizer": transformers 5's GPT2Tokenizer rebuilds the pre-tokenizer as plain ByteLevel and
+    # drops the Digits step. transformers 5 would write "TokenizersBackend", unknown to transformers 4.
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["model_max_length"] = 8192
     cfg["add_bos_token"] = False
     cfg["add_eos_token"] = False
     cfg["chat_template"] = chat_template

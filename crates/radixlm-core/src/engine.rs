@@ -33,6 +33,8 @@ pub enum PromptInput {
 pub struct Chunk {
     pub delta: String,
     pub ids: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +328,24 @@ impl RequestHandle {
     pub fn is_done(&self) -> bool {
         self.done
     }
+
+    /// A detached abort capability, usable while another thread waits in `next()`.
+    pub fn aborter(&self) -> Aborter {
+        Aborter { id: self.id, cmd: self.cmd.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Aborter {
+    id: u64,
+    cmd: Sender<Command>,
+}
+
+impl Aborter {
+    /// Ends the request with finish reason `abort`; a no-op if it has already ended.
+    pub fn abort(&self, why: &str) {
+        let _ = self.cmd.send(Command::Abort(self.id, why.to_string()));
+    }
 }
 
 impl Drop for RequestHandle {
@@ -453,12 +473,14 @@ impl Worker {
             let Some(mut row) = row else { continue };
             let banned = r.banned_now().to_vec();
             let token = r.sampler.sample(&mut row, &r.params, &banned);
-            let delta = r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
+            r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
             if r.finish.is_some() {
                 finished.push(r.id);
             } else if r.stream {
+                let delta = r.release(tk.as_ref().map(|t| &t.tokenizer));
+                let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: r.output.len() };
                 let id = r.id;
-                self.send(id, Event::Chunk(crate::engine::Chunk { delta, ids: vec![token] }), false);
+                self.send(id, Event::Chunk(chunk), false);
             }
         }
         for id in finished {
@@ -485,9 +507,7 @@ impl Worker {
                 return;
             }
         }
-        let sent_before = r.text.sent;
         let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
-        let _ = sent_before;
         let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };
         let out = Output {
             rid: r.rid.clone(),

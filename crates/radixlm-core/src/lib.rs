@@ -16,7 +16,7 @@ pub mod runner;
 pub mod sampling;
 pub mod scheduler;
 
-pub use engine::{Chunk, EngineHandle, Event, Output, PromptInput, RequestHandle};
+pub use engine::{Aborter, Chunk, EngineHandle, Event, Output, PromptInput, RequestHandle};
 pub use error::{Error, ErrorCode, Result};
 pub use options::EngineOptions;
 pub use request::FinishReason;

@@ -72,8 +72,8 @@ impl Request {
     }
 
     /// Records a sampled token, updates the text and decides whether the request is finished.
-    /// Returns the text newly releasable to the caller.
-    pub fn accept(&mut self, token: u32, tk: Option<&Tokenizer>) -> String {
+    /// The text becomes visible to the caller through `release`.
+    pub fn accept(&mut self, token: u32, tk: Option<&Tokenizer>) {
         self.output.push(token);
         self.sampler.observe(token);
         let may_stop = self.output.len() >= self.params.min_new_tokens;
@@ -96,7 +96,6 @@ impl Request {
                 self.finish = Some(FinishReason::Length(self.output.len()));
             }
         }
-        self.release(tk)
     }
 
     /// Text that can go out now; at finish, also whatever the detokenizer still held back.

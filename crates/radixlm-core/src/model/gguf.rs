@@ -46,6 +46,10 @@ pub struct GgufFile {
 
 /// Opens and validates a GGUF file; tensor data is read later, one tensor at a time.
 pub fn read_gguf(path: &Path) -> Result<GgufFile> {
+    // Checked before opening: opening a FIFO would block.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(bad(format!("GGUF path {} is not a regular file", path.display())));
+    }
     let file = File::open(path).map_err(|e| {
         let code = match e.kind() {
             std::io::ErrorKind::NotFound => ErrorCode::ModelNotFound,
@@ -651,6 +655,13 @@ mod tests {
     fn missing_file_is_model_not_found() {
         let e = read_gguf(Path::new("/nonexistent/radixlm/x.gguf")).unwrap_err();
         assert_eq!(e.code, ErrorCode::ModelNotFound);
+    }
+
+    #[test]
+    fn directory_is_invalid() {
+        let e = read_gguf(&std::env::temp_dir()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidModel);
+        assert!(e.message.contains("not a regular file"), "{e}");
     }
 
     #[test]

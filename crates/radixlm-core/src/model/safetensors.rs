@@ -134,6 +134,10 @@ impl SafetensorsWeights {
 
     fn add_shard(&mut self, path: PathBuf, rel: &Path) -> Result<()> {
         let sbad = |m: String| bad(format!("safetensors file {}: {m}", path.display()));
+        // Checked before opening: opening a FIFO would block.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(sbad("not a regular file".into()));
+        }
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => bad(format!("missing shard {} ({})", rel.display(), path.display())),
             _ => sbad(format!("cannot open: {e}")),
@@ -353,6 +357,24 @@ mod tests {
         let ten: Vec<String> =
             (0..10).map(|i| format!(r#""t{i}":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#)).collect();
         single(&format!("{{{}}}", ten.join(",")), &[0; 4], "invalid offset");
+    }
+
+    #[test]
+    fn duplicate_name_in_header() {
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+        let d = Dir::new(&[(SINGLE, st(h.as_bytes(), &[0; 8]))]);
+        let e = SafetensorsWeights::open(&d.0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidModel, "{e}");
+        assert!(e.message.contains("invalid offset"), "{e}");
+    }
+
+    #[test]
+    fn shard_not_a_regular_file() {
+        let d = Dir::new(&[(INDEX, index(&[("x", "sub")]))]);
+        std::fs::create_dir(d.0.join("sub")).unwrap();
+        let e = SafetensorsWeights::open(&d.0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidModel);
+        assert!(e.message.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! The engine object JS holds. Loading blocks in the constructor (like `sgl.Engine`) or runs on a
+//! libuv worker for `createEngine`; everything else forwards to the core handle.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{AsyncTask, Either};
+use napi::{Env, Task};
+use napi_derive::napi;
+use radixlm_core::{EngineHandle, EngineOptions, PromptInput};
+use serde_json::Value;
+
+use crate::convert::to_napi;
+use crate::request::NativeRequest;
+
+#[napi]
+pub struct NativeEngine {
+    inner: Arc<EngineHandle>,
+}
+
+fn start(options: &Value) -> napi::Result<EngineHandle> {
+    let opts = EngineOptions::from_json(options).map_err(to_napi)?;
+    EngineHandle::start(opts, &mut |_| {}).map_err(to_napi)
+}
+
+pub struct LoadTask {
+    options: Value,
+}
+
+impl Task for LoadTask {
+    type Output = EngineHandle;
+    type JsValue = NativeEngine;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        start(&self.options)
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(NativeEngine { inner: Arc::new(output) })
+    }
+}
+
+/// Loads a model off the JS thread.
+#[napi(ts_return_type = "Promise<NativeEngine>")]
+pub fn create_engine(options: Value) -> AsyncTask<LoadTask> {
+    AsyncTask::new(LoadTask { options })
+}
+
+#[napi]
+impl NativeEngine {
+    /// Loads the model, blocking the calling thread.
+    #[napi(constructor)]
+    pub fn new(options: Value) -> napi::Result<Self> {
+        Ok(NativeEngine { inner: Arc::new(start(&options)?) })
+    }
+
+    /// Queues one prompt (text or token ids); returns one request per sample (`n`).
+    #[napi]
+    pub fn submit(
+        &self,
+        prompt: Either<String, Vec<u32>>,
+        params: Option<Value>,
+        rid: Option<String>,
+        stream: bool,
+    ) -> napi::Result<Vec<NativeRequest>> {
+        let input = match prompt {
+            Either::A(text) => PromptInput::Text(text),
+            Either::B(ids) => PromptInput::Ids(ids),
+        };
+        let params = params.unwrap_or(Value::Null);
+        let handles = self.inner.submit(input, &params, rid, stream).map_err(to_napi)?;
+        Ok(handles.into_iter().map(NativeRequest::new).collect())
+    }
+
+    #[napi]
+    pub fn tokenize(&self, text: String) -> napi::Result<Vec<u32>> {
+        let tk = self.inner.tokenizer().ok_or_else(|| no_tokenizer())?;
+        tk.encode(&text).map_err(to_napi)
+    }
+
+    #[napi]
+    pub fn detokenize(&self, ids: Vec<u32>, skip_special_tokens: Option<bool>) -> napi::Result<String> {
+        let tk = self.inner.tokenizer().ok_or_else(|| no_tokenizer())?;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.inner.vocab_size()) {
+            return Err(napi::Error::from_reason(format!("[ERR_INVALID_INPUT] token id {bad} is outside the vocabulary")));
+        }
+        Ok(tk.decode(&ids, skip_special_tokens.unwrap_or(true)))
+    }
+
+    #[napi]
+    pub fn server_info(&self) -> napi::Result<Value> {
+        self.inner.server_info().map_err(to_napi)
+    }
+
+    #[napi]
+    pub fn flush_cache(&self) -> napi::Result<()> {
+        self.inner.flush_cache().map_err(to_napi)
+    }
+
+    /// Idempotent; in-flight requests end with ERR_ENGINE_SHUTDOWN.
+    #[napi]
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+fn no_tokenizer() -> napi::Error {
+    napi::Error::from_reason("[ERR_INVALID_INPUT] this engine has no tokenizer (skipTokenizerInit)")
+}
