@@ -145,6 +145,21 @@ async function callAsync<T>(f: () => Promise<T>): Promise<T> {
 
 const abortedError = () => new RadixLMError('ERR_ABORTED', 'the request was aborted')
 
+const snakeToCamel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+
+/**
+ * JSON cannot carry NaN or +-Infinity, so the native conversion would fail with a bare napi `InvalidArg`
+ * error that names no key. Catch them here and report them like every other bad value.
+ */
+function rejectNonFinite(obj: unknown, what: string, code: string): void {
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return
+  const bad = (v: unknown): boolean =>
+    typeof v === 'number' ? !Number.isFinite(v) : !!v && typeof v === 'object' && Object.values(v).some(bad)
+  for (const [k, v] of Object.entries(obj)) {
+    if (bad(v)) throw new RadixLMError(code, `${what}.${snakeToCamel(k)}: must be finite`)
+  }
+}
+
 const UNSUPPORTED_OPTIONS = ['returnLogprob', 'topLogprobsNum', 'logprobStartLen', 'tokenIdsLogprob', 'returnHiddenStates']
 
 /** One entry per prompt: its native input, params and rid; `single` when the caller passed one prompt. */
@@ -171,6 +186,7 @@ function normalize(prompts: Prompt, params: SamplingParams | SamplingParams[] | 
   if (Array.isArray(params) && params.length !== inputs.length) {
     throw new RadixLMError('ERR_INVALID_SAMPLING_PARAMS', `got ${params.length} samplingParams for ${inputs.length} prompts`)
   }
+  for (const p of Array.isArray(params) ? params : [params]) rejectNonFinite(p, 'samplingParams', 'ERR_INVALID_SAMPLING_PARAMS')
   const rids = opts.rid === undefined ? undefined : Array.isArray(opts.rid) ? opts.rid : [opts.rid]
   if (rids && rids.length !== inputs.length) {
     throw new RadixLMError('ERR_INVALID_INPUT', `got ${rids.length} rids for ${inputs.length} prompts`)
@@ -216,11 +232,13 @@ export class Engine {
 
   /** Loads the model, blocking until it is ready (like `sgl.Engine(model_path=...)`). */
   constructor(options: EngineOptions) {
+    rejectNonFinite(options, 'options', 'ERR_INVALID_OPTIONS')
     this.#native = call(() => new native.NativeEngine(options))
   }
 
   /** Loads the model without blocking the event loop. */
   static async create(options: EngineOptions): Promise<Engine> {
+    rejectNonFinite(options, 'options', 'ERR_INVALID_OPTIONS')
     const n = await callAsync(() => native.createEngine(options))
     const e = Object.create(Engine.prototype) as Engine
     e.#native = n

@@ -2,5 +2,6 @@
 //! provides its own kernels behind the same `ForwardCtx`.
 
 pub mod attention;
+pub mod qmatmul;
 pub mod rope;
 pub mod transformer;

@@ -2,8 +2,7 @@
 //! RoPE, residual, RMSNorm, SwiGLU MLP, residual), final norm, LM head. `forward` is pure with respect
 //! to request state: everything per-sequence comes in through `ForwardCtx`, the KV through `KvCache`.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::attention::{attend, write_kv, AttnShape};
 use super::rope::RopeTable;
@@ -11,17 +10,17 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::forward_ctx::ForwardCtx;
 use crate::kv_cache::KvCache;
-use crate::model::weights::{LinearWeight, WeightMode, Weights};
+use crate::model::weights::{LinearWeight, MatWeight, WeightMode, Weights};
 
 struct Linear(LinearWeight);
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.0.w.forward(x)?;
-        match &self.0.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        Ok(match &self.0.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
     }
 }
 
@@ -42,7 +41,7 @@ pub struct Transformer {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: MatWeight,
     inv_freq: Vec<f32>,
 }
 
@@ -77,10 +76,7 @@ impl Transformer {
         } else {
             w.qtensor("lm_head.weight", &[cfg.vocab_size, h])?
         };
-        let lm_head = match mode {
-            WeightMode::F32 => QMatMul::Tensor(head_q.dequantize(&Device::Cpu)?),
-            WeightMode::AsStored => QMatMul::from_arc(head_q)?,
-        };
+        let lm_head = MatWeight::new(head_q, mode)?;
         let inv_freq = cfg.rope_inv_freq();
         Ok(Transformer { cfg, embed, layers, norm, lm_head, inv_freq })
     }
@@ -119,6 +115,6 @@ impl Transformer {
         let rows = Tensor::from_vec(rows, ctx.logit_rows.len(), &Device::Cpu)?;
         let last = x.index_select(&rows, 0)?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
-        Ok(self.lm_head.forward(&last)?)
+        self.lm_head.forward(&last)
     }
 }

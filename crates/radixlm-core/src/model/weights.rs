@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::gguf::GgufFile;
 use super::safetensors::SafetensorsWeights;
 use crate::error::{Error, Result};
+use crate::layers::qmatmul::QuantMatrix;
 
 /// How matmul weights are held on the CPU: as stored (GGUF quantized blocks) or dequantized to f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +24,33 @@ pub enum Weights {
     Safetensors(SafetensorsWeights),
 }
 
-/// A matmul weight, quantized or dense.
+/// A matmul weight [out, in]: quantized blocks (our CPU kernels) or dense f32.
+pub enum MatWeight {
+    Quant(QuantMatrix),
+    Dense(Tensor),
+}
+
+impl MatWeight {
+    pub fn new(q: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
+        let dense = mode == WeightMode::F32 || matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        Ok(if dense { MatWeight::Dense(q.dequantize(&Device::Cpu)?) } else { MatWeight::Quant(QuantMatrix::new(q)?) })
+    }
+
+    /// x [m, in] -> [m, out].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            MatWeight::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            MatWeight::Quant(q) => {
+                let m = x.dim(0)?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(q.matmul(&xs, m)?, (m, q.rows), &Device::Cpu)?)
+            }
+        }
+    }
+}
+
 pub struct LinearWeight {
-    pub w: QMatMul,
+    pub w: MatWeight,
     pub bias: Option<Tensor>,
 }
 
@@ -33,10 +58,7 @@ impl Weights {
     /// `name` without the `.weight` suffix, e.g. `model.layers.3.self_attn.q_proj`.
     pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize, bias: bool, mode: WeightMode) -> Result<LinearWeight> {
         let w = self.qtensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
-        let w = match mode {
-            WeightMode::F32 => QMatMul::Tensor(w.dequantize(&Device::Cpu)?),
-            WeightMode::AsStored => QMatMul::from_arc(w)?,
-        };
+        let w = MatWeight::new(w, mode)?;
         let bias = if bias { Some(self.vector(&format!("{name}.bias"), out_dim)?) } else { None };
         Ok(LinearWeight { w, bias })
     }
