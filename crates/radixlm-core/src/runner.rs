@@ -33,7 +33,8 @@ impl ModelRunner {
         }
         let ctx = ForwardCtx { seqs, page_size: self.kv.page_size, logit_rows };
         let logits = self.model.forward(&ids, &ctx, &mut self.kv)?;
-        let mut rows = logits.to_vec2::<f32>()?.into_iter();
+        let vocab = self.model.cfg.vocab_size;
+        let mut rows = logits.chunks_exact(vocab).map(|r| r.to_vec());
         Ok(wants.into_iter().map(|w| if w { rows.next() } else { None }).collect())
     }
 }

@@ -28,7 +28,7 @@ pub fn attend(layer: &LayerKv, ctx: &ForwardCtx, tokens: &[(usize, usize)], q: &
     let width = shape.kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
-    out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+    let head = |(i, o): (usize, &mut [f32])| {
         let (t, h) = (i / shape.heads, i % shape.heads);
         let (s, pos) = tokens[t];
         let table = &ctx.seqs[s].page_table;
@@ -51,7 +51,14 @@ pub fn attend(layer: &LayerKv, ctx: &ForwardCtx, tokens: &[(usize, usize)], q: &
             let at = slot(table, ctx.page_size, p) * width + kv_off;
             axpy(w * inv, &layer.v[at..at + hd], o);
         }
-    });
+    };
+    // Below ~256k multiply-adds a parallel region costs more than it saves (decode of a few tokens).
+    let work: usize = tokens.iter().map(|&(_, p)| p + 1).sum::<usize>() * shape.heads * hd;
+    if work < 1 << 18 {
+        out.chunks_mut(hd).enumerate().for_each(head);
+    } else {
+        out.par_chunks_mut(hd).enumerate().for_each(head);
+    }
     out
 }
 

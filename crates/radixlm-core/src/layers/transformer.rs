@@ -1,8 +1,11 @@
 //! The pre-norm decoder shared by Llama-like architectures: embedding, N x (RMSNorm, GQA attention with
 //! RoPE, residual, RMSNorm, SwiGLU MLP, residual), final norm, LM head. `forward` is pure with respect
 //! to request state: everything per-sequence comes in through `ForwardCtx`, the KV through `KvCache`.
+//!
+//! Activations are plain row-major `Vec<f32>` [tokens, width]: at CPU batch sizes the element-wise work
+//! is tiny next to the matmuls, and plain loops avoid a tensor allocation per op.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use super::attention::{attend, write_kv, AttnShape};
 use super::rope::RopeTable;
@@ -10,39 +13,71 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::forward_ctx::ForwardCtx;
 use crate::kv_cache::KvCache;
-use crate::model::weights::{LinearWeight, MatWeight, WeightMode, Weights};
+use crate::model::weights::{MatWeight, WeightMode, Weights};
 
-struct Linear(LinearWeight);
+/// A matmul plus optional bias, possibly several projections stacked (see `MatWeight::stacked`).
+struct Linear {
+    w: MatWeight,
+    bias: Option<Vec<f32>>,
+}
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.0.w.forward(x)?;
-        Ok(match &self.0.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+    fn load(w: &Weights, names: &[(&str, usize)], in_dim: usize, bias: bool, mode: WeightMode) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut biases = Vec::new();
+        for &(name, out) in names {
+            let (q, b) = w.linear_parts(name, out, in_dim, bias)?;
+            parts.push(q);
+            biases.extend(b.unwrap_or_default());
+        }
+        Ok(Linear { w: MatWeight::stacked(parts, mode)?, bias: bias.then_some(biases) })
+    }
+
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut y = self.w.forward(x, m)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                for (v, bv) in row.iter_mut().zip(b) {
+                    *v += bv;
+                }
+            }
+        }
+        Ok(y)
     }
 }
 
 struct Layer {
-    attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    attn_norm: Vec<f32>,
+    qkv: Linear,
     o: Linear,
-    mlp_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    mlp_norm: Vec<f32>,
+    gate_up: Linear,
     down: Linear,
 }
 
 pub struct Transformer {
     pub cfg: ModelConfig,
-    embed: Tensor,
+    embed: Vec<f32>,
     layers: Vec<Layer>,
-    norm: Tensor,
+    norm: Vec<f32>,
     lm_head: MatWeight,
     inv_freq: Vec<f32>,
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(w.len()) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        out.extend(row.iter().zip(w).map(|(v, g)| v * inv * g));
+    }
+    out
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
 }
 
 impl Transformer {
@@ -50,27 +85,23 @@ impl Transformer {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let (qs, kvs) = (cfg.q_size(), cfg.kv_size());
         let embed_q = w.qtensor("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-        let embed = embed_q.dequantize(&Device::Cpu)?;
+        let embed = embed_q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let vec = |name: &str| -> Result<Vec<f32>> { Ok(w.vector(name, h)?.to_vec1::<f32>()?) };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
-            let p = format!("model.layers.{l}");
-            let lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                Ok(Linear(w.linear(&format!("{p}.{name}"), out, inp, bias, mode)?))
-            };
-            let bias = cfg.attention_bias;
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            let (q, k, v) = (p("self_attn.q_proj"), p("self_attn.k_proj"), p("self_attn.v_proj"));
+            let (g, u) = (p("mlp.gate_proj"), p("mlp.up_proj"));
             layers.push(Layer {
-                attn_norm: w.vector(&format!("{p}.input_layernorm.weight"), h)?,
-                q: lin("self_attn.q_proj", qs, h, bias)?,
-                k: lin("self_attn.k_proj", kvs, h, bias)?,
-                v: lin("self_attn.v_proj", kvs, h, bias)?,
-                o: lin("self_attn.o_proj", h, qs, false)?,
-                mlp_norm: w.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate: lin("mlp.gate_proj", i, h, false)?,
-                up: lin("mlp.up_proj", i, h, false)?,
-                down: lin("mlp.down_proj", h, i, false)?,
+                attn_norm: vec(&p("input_layernorm.weight"))?,
+                qkv: Linear::load(w, &[(&q, qs), (&k, kvs), (&v, kvs)], h, cfg.attention_bias, mode)?,
+                o: Linear::load(w, &[(&p("self_attn.o_proj"), h)], qs, false, mode)?,
+                mlp_norm: vec(&p("post_attention_layernorm.weight"))?,
+                gate_up: Linear::load(w, &[(&g, i), (&u, i)], h, false, mode)?,
+                down: Linear::load(w, &[(&p("mlp.down_proj"), h)], i, false, mode)?,
             });
         }
-        let norm = w.vector("model.norm.weight", h)?;
+        let norm = vec("model.norm.weight")?;
         let head_q = if cfg.tie_word_embeddings || !w.has("lm_head.weight") {
             embed_q
         } else {
@@ -82,39 +113,57 @@ impl Transformer {
     }
 
     /// Runs the packed batch `ids` through the model, writing its K/V into `kv`, and returns the
-    /// logits of `ctx.logit_rows` as [rows, vocab] f32.
-    pub fn forward(&self, ids: &[u32], ctx: &ForwardCtx, kv: &mut KvCache) -> Result<Tensor> {
+    /// logits of `ctx.logit_rows` as [rows * vocab] f32, row-major.
+    pub fn forward(&self, ids: &[u32], ctx: &ForwardCtx, kv: &mut KvCache) -> Result<Vec<f32>> {
         let n = ids.len();
         if n != ctx.num_tokens() || n == 0 {
             return Err(Error::internal(format!("batch has {n} ids for {} positions", ctx.num_tokens())));
         }
         let cfg = &self.cfg;
+        let (h, qs, kvs, inter) = (cfg.hidden_size, cfg.q_size(), cfg.kv_size(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps as f32;
         let shape = AttnShape { heads: cfg.num_heads, kv_heads: cfg.num_kv_heads, head_dim: cfg.head_dim };
         let tokens = ctx.token_positions();
         let positions: Vec<usize> = tokens.iter().map(|&(_, p)| p).collect();
         let rope = RopeTable::new(&self.inv_freq, &positions);
-        let ids_t = Tensor::from_slice(ids, n, &Device::Cpu)?;
-        let mut x = self.embed.index_select(&ids_t, 0)?;
+
+        let mut x = Vec::with_capacity(n * h);
+        for &id in ids {
+            let id = id as usize;
+            if id >= cfg.vocab_size {
+                return Err(Error::internal(format!("token id {id} reached the model unchecked")));
+            }
+            x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
+        }
+        let (mut q, mut k, mut v) = (Vec::with_capacity(n * qs), Vec::with_capacity(n * kvs), Vec::with_capacity(n * kvs));
         for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
-            let hn = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let mut q = layer.q.forward(&hn)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut k = layer.k.forward(&hn)?.flatten_all()?.to_vec1::<f32>()?;
-            let v = layer.v.forward(&hn)?.flatten_all()?.to_vec1::<f32>()?;
+            let hn = rms_norm(&x, &layer.attn_norm, eps);
+            let qkv = layer.qkv.forward(&hn, n)?;
+            (q.clear(), k.clear(), v.clear());
+            for row in qkv.chunks_exact(qs + 2 * kvs) {
+                q.extend_from_slice(&row[..qs]);
+                k.extend_from_slice(&row[qs..qs + kvs]);
+                v.extend_from_slice(&row[qs + kvs..]);
+            }
             rope.apply(&mut q, cfg.num_heads, cfg.rope_style);
             rope.apply(&mut k, cfg.num_kv_heads, cfg.rope_style);
-            write_kv(cache, ctx, &tokens, &k, &v, cfg.kv_size());
+            write_kv(cache, ctx, &tokens, &k, &v, kvs);
             let attn = attend(cache, ctx, &tokens, &q, &shape);
-            let attn = Tensor::from_vec(attn, (n, cfg.q_size()), &Device::Cpu)?;
-            x = (x + layer.o.forward(&attn)?)?;
-            let hn = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;
-            let act = (candle_nn::ops::silu(&layer.gate.forward(&hn)?)? * layer.up.forward(&hn)?)?;
-            x = (x + layer.down.forward(&act)?)?;
+            add_into(&mut x, &layer.o.forward(&attn, n)?);
+            let hn = rms_norm(&x, &layer.mlp_norm, eps);
+            let gu = layer.gate_up.forward(&hn, n)?;
+            let mut act = Vec::with_capacity(n * inter);
+            for row in gu.chunks_exact(2 * inter) {
+                let (g, u) = row.split_at(inter);
+                act.extend(g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+            }
+            add_into(&mut x, &layer.down.forward(&act, n)?);
         }
-        let rows: Vec<u32> = ctx.logit_rows.iter().map(|&r| r as u32).collect();
-        let rows = Tensor::from_vec(rows, ctx.logit_rows.len(), &Device::Cpu)?;
-        let last = x.index_select(&rows, 0)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
-        self.lm_head.forward(&last)
+        let mut last = Vec::with_capacity(ctx.logit_rows.len() * h);
+        for &r in &ctx.logit_rows {
+            last.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        let last = rms_norm(&last, &self.norm, eps);
+        self.lm_head.forward(&last, ctx.logit_rows.len())
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::gguf::GgufFile;
@@ -32,35 +34,59 @@ pub enum MatWeight {
 
 impl MatWeight {
     pub fn new(q: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
-        let dense = mode == WeightMode::F32 || matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
-        Ok(if dense { MatWeight::Dense(q.dequantize(&Device::Cpu)?) } else { MatWeight::Quant(QuantMatrix::new(q)?) })
+        Self::stacked(vec![q], mode)
     }
 
-    /// x [m, in] -> [m, out].
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Several weights with the same input size stacked along the output dimension, run as one
+    /// matmul (Q/K/V, gate/up): one parallel pass instead of several small ones.
+    pub fn stacked(parts: Vec<Arc<QTensor>>, mode: WeightMode) -> Result<Self> {
+        let dtype = parts[0].dtype();
+        let same = parts.iter().all(|p| p.dtype() == dtype);
+        let dense = mode == WeightMode::F32 || !same || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        if dense {
+            let ts = parts.iter().map(|p| p.dequantize(&Device::Cpu)).collect::<candle_core::Result<Vec<_>>>()?;
+            return Ok(MatWeight::Dense(Tensor::cat(&ts, 0)?.contiguous()?));
+        }
+        let q = if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            let cols = parts[0].shape().dims()[1];
+            let rows: usize = parts.iter().map(|p| p.shape().dims()[0]).sum();
+            let mut bytes = Vec::new();
+            for p in &parts {
+                bytes.extend_from_slice(&p.data()?);
+            }
+            let storage = QStorage::from_data(Cow::Owned(bytes), &Device::Cpu, dtype)?;
+            Arc::new(QTensor::new(storage, (rows, cols))?)
+        };
+        Ok(MatWeight::Quant(QuantMatrix::new(q)?))
+    }
+
+    pub fn out_dim(&self) -> usize {
         match self {
-            MatWeight::Dense(w) => Ok(x.matmul(&w.t()?)?),
-            MatWeight::Quant(q) => {
-                let m = x.dim(0)?;
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Tensor::from_vec(q.matmul(&xs, m)?, (m, q.rows), &Device::Cpu)?)
+            MatWeight::Quant(q) => q.rows,
+            MatWeight::Dense(t) => t.dims()[0],
+        }
+    }
+
+    /// x [m, in] row-major -> [m, out].
+    pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            MatWeight::Quant(q) => q.matmul(x, m),
+            MatWeight::Dense(w) => {
+                let xt = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+                Ok(xt.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?)
             }
         }
     }
 }
 
-pub struct LinearWeight {
-    pub w: MatWeight,
-    pub bias: Option<Tensor>,
-}
-
 impl Weights {
-    /// `name` without the `.weight` suffix, e.g. `model.layers.3.self_attn.q_proj`.
-    pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize, bias: bool, mode: WeightMode) -> Result<LinearWeight> {
+    /// `name.weight` as [out, in] and, when `bias`, `name.bias` as [out].
+    pub fn linear_parts(&self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<(Arc<QTensor>, Option<Vec<f32>>)> {
         let w = self.qtensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
-        let w = MatWeight::new(w, mode)?;
-        let bias = if bias { Some(self.vector(&format!("{name}.bias"), out_dim)?) } else { None };
-        Ok(LinearWeight { w, bias })
+        let b = if bias { Some(self.vector(&format!("{name}.bias"), out_dim)?.to_vec1::<f32>()?) } else { None };
+        Ok((w, b))
     }
 
     /// Any tensor as a quantized tensor (dense formats wrap their f32 data), shape-checked.
