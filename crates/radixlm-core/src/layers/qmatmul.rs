@@ -57,7 +57,8 @@ impl QuantMatrix {
             GgmlDType::Q4_1 => {
                 let w: &[Q4_1] = cast(&data)?;
                 let xq = quantize_q8_1(x, self.cols);
-                run_rows(&mut out, m, self.rows, |r, i| dot_q4_1_rows(w, &xq, self.cols, r, i));
+                let bpr = self.cols / 32;
+                run_rows(&mut out, m, self.rows, |r, dst| dot_q4_1_many(&w[r * bpr..(r + 1) * bpr], &xq, dst));
             }
             GgmlDType::Q4_0 => self.generic::<k_quants::BlockQ4_0>(&data, x, m, &mut out)?,
             GgmlDType::Q5_0 => self.generic::<k_quants::BlockQ5_0>(&data, x, m, &mut out)?,
@@ -81,24 +82,28 @@ impl QuantMatrix {
             T::VecDotType::from_float(xr, qr);
         }
         let cols = self.cols;
-        run_rows(out, m, self.rows, |r, i| T::vec_dot(cols, &w[r * bpr..(r + 1) * bpr], &xq[i * bpr..(i + 1) * bpr]));
+        run_rows(out, m, self.rows, |r, dst| {
+            let wr = &w[r * bpr..(r + 1) * bpr];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = T::vec_dot(cols, wr, &xq[i * bpr..(i + 1) * bpr]);
+            }
+        });
         Ok(())
     }
 }
 
-/// Fills out[i, r] = f(r, i) for all activation rows i and weight rows r, split over weight rows.
-fn run_rows(out: &mut [f32], m: usize, n: usize, f: impl Fn(usize, usize) -> f32 + Sync) {
+/// Fills out[i, r] for all activation rows i and weight rows r: `f(r, dst)` writes the m values of
+/// weight row r. Split over weight rows.
+fn run_rows(out: &mut [f32], m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     // Tasks own disjoint column ranges of `out`; transpose through a per-task buffer.
     let tasks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|t| {
             let r0 = t * ROWS_PER_TASK;
             let r1 = (r0 + ROWS_PER_TASK).min(n);
-            let mut buf = Vec::with_capacity((r1 - r0) * m);
-            for r in r0..r1 {
-                for i in 0..m {
-                    buf.push(f(r, i));
-                }
+            let mut buf = vec![0.0f32; (r1 - r0) * m];
+            for (r, dst) in (r0..r1).zip(buf.chunks_exact_mut(m)) {
+                f(r, dst);
             }
             (r0, buf)
         })
@@ -161,9 +166,18 @@ fn quantize_q8_1(x: &[f32], k: usize) -> Vec<Q8_1> {
     out
 }
 
-fn dot_q4_1_rows(w: &[Q4_1], xq: &[Q8_1], k: usize, r: usize, i: usize) -> f32 {
-    let bpr = k / 32;
-    dot_q4_1(&w[r * bpr..(r + 1) * bpr], &xq[i * bpr..(i + 1) * bpr])
+/// One weight row against every activation row (`xq` holds dst.len() rows of w.len() blocks).
+fn dot_q4_1_many(w: &[Q4_1], xq: &[Q8_1], dst: &mut [f32]) {
+    let bpr = w.len();
+    let mut i = 0;
+    while i + 4 <= dst.len() {
+        let rows = [0, 1, 2, 3].map(|j| &xq[(i + j) * bpr..(i + j + 1) * bpr]);
+        dst[i..i + 4].copy_from_slice(&dot_q4_1_x4(w, rows));
+        i += 4;
+    }
+    for (j, d) in dst.iter_mut().enumerate().skip(i) {
+        *d = dot_q4_1(w, &xq[j * bpr..(j + 1) * bpr]);
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
@@ -194,9 +208,49 @@ fn dot_q4_1(w: &[Q4_1], x: &[Q8_1]) -> f32 {
     }
 }
 
+/// Four activation rows at once: each weight block is unpacked once and used four times.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+fn dot_q4_1_x4(w: &[Q4_1], x: [&[Q8_1]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: as in `dot_q4_1`.
+    unsafe {
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut mins = [0.0f32; 4];
+        for (b, wb) in w.iter().enumerate() {
+            let bytes = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
+            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
+            let dw = f16::from_bits(wb.d).to_f32();
+            let mw = f16::from_bits(wb.m).to_f32();
+            for j in 0..4 {
+                let xb = &x[j][b];
+                let xs = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xs), ones);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw * xb.d), acc[j]);
+                mins[j] += mw * xb.s;
+            }
+        }
+        let mut out = [0.0f32; 4];
+        for j in 0..4 {
+            let hi = _mm256_extractf128_ps(acc[j], 1);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j]), hi);
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+            out[j] = _mm_cvtss_f32(s1) + mins[j];
+        }
+        out
+    }
+}
+
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
 fn dot_q4_1(w: &[Q4_1], x: &[Q8_1]) -> f32 {
     dot_q4_1_scalar(w, x)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+fn dot_q4_1_x4(w: &[Q4_1], x: [&[Q8_1]; 4]) -> [f32; 4] {
+    x.map(|xr| dot_q4_1_scalar(w, xr))
 }
 
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"), allow(dead_code))]
@@ -232,7 +286,7 @@ mod tests {
             let q = Arc::new(QTensor::quantize(&w, dtype).unwrap());
             let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
             let mm = QuantMatrix::new(q).unwrap();
-            for m in [1, 3] {
+            for m in [1, 3, 9] {
                 let x = data(m * cols, 11 + m as u32);
                 let got = mm.matmul(&x, m).unwrap();
                 for i in 0..m {
