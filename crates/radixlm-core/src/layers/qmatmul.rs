@@ -54,16 +54,11 @@ impl QuantMatrix {
         let data = self.q.data()?;
         let mut out = vec![0.0f32; m * self.rows];
         match self.q.dtype() {
-            GgmlDType::Q4_1 => {
-                let w: &[Q4_1] = cast(&data)?;
-                let xq = quantize_q8_1(x, self.cols);
-                let bpr = self.cols / 32;
-                run_rows(&mut out, m, self.rows, |r, dst| dot_q4_1_many(&w[r * bpr..(r + 1) * bpr], &xq, dst));
-            }
+            GgmlDType::Q4_1 => self.own::<Q4_1>(&data, x, m, &mut out)?,
+            GgmlDType::Q8_0 => self.own::<Q8_0>(&data, x, m, &mut out)?,
             GgmlDType::Q4_0 => self.generic::<k_quants::BlockQ4_0>(&data, x, m, &mut out)?,
             GgmlDType::Q5_0 => self.generic::<k_quants::BlockQ5_0>(&data, x, m, &mut out)?,
             GgmlDType::Q5_1 => self.generic::<k_quants::BlockQ5_1>(&data, x, m, &mut out)?,
-            GgmlDType::Q8_0 => self.generic::<k_quants::BlockQ8_0>(&data, x, m, &mut out)?,
             GgmlDType::Q2K => self.generic::<k_quants::BlockQ2K>(&data, x, m, &mut out)?,
             GgmlDType::Q3K => self.generic::<k_quants::BlockQ3K>(&data, x, m, &mut out)?,
             GgmlDType::Q4K => self.generic::<k_quants::BlockQ4K>(&data, x, m, &mut out)?,
@@ -72,6 +67,15 @@ impl QuantMatrix {
             other => return Err(Error::internal(format!("no CPU matmul for {other:?} weights"))),
         }
         Ok(out)
+    }
+
+    /// Types with our own kernels, against Q8_1 activations.
+    fn own<W: Kernel>(&self, data: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        let w: &[W] = cast(data)?;
+        let xq = quantize_q8_1(x, self.cols);
+        let bpr = self.cols / 32;
+        run_rows(out, m, self.rows, |r, dst| dot_many(&w[r * bpr..(r + 1) * bpr], &xq, dst));
+        Ok(())
     }
 
     fn generic<T: GgmlType>(&self, data: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
@@ -140,6 +144,13 @@ struct Q4_1 {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
+struct Q8_0 {
+    d: u16,
+    qs: [i8; 32],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Q8_1 {
     d: f32,
     s: f32,
@@ -166,17 +177,41 @@ fn quantize_q8_1(x: &[f32], k: usize) -> Vec<Q8_1> {
     out
 }
 
+/// A weight block type with a dot product against Q8_1 activation blocks, one row or four at a time.
+trait Kernel: Sized + Sync {
+    fn dot(w: &[Self], x: &[Q8_1]) -> f32;
+    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4];
+}
+
+impl Kernel for Q4_1 {
+    fn dot(w: &[Self], x: &[Q8_1]) -> f32 {
+        dot_q4_1(w, x)
+    }
+    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4] {
+        dot_q4_1_x4(w, x)
+    }
+}
+
+impl Kernel for Q8_0 {
+    fn dot(w: &[Self], x: &[Q8_1]) -> f32 {
+        dot_q8_0_x4(w, [x, x, x, x])[0]
+    }
+    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4] {
+        dot_q8_0_x4(w, x)
+    }
+}
+
 /// One weight row against every activation row (`xq` holds dst.len() rows of w.len() blocks).
-fn dot_q4_1_many(w: &[Q4_1], xq: &[Q8_1], dst: &mut [f32]) {
+fn dot_many<W: Kernel>(w: &[W], xq: &[Q8_1], dst: &mut [f32]) {
     let bpr = w.len();
     let mut i = 0;
     while i + 4 <= dst.len() {
         let rows = [0, 1, 2, 3].map(|j| &xq[(i + j) * bpr..(i + j + 1) * bpr]);
-        dst[i..i + 4].copy_from_slice(&dot_q4_1_x4(w, rows));
+        dst[i..i + 4].copy_from_slice(&W::dot4(w, rows));
         i += 4;
     }
     for (j, d) in dst.iter_mut().enumerate().skip(i) {
-        *d = dot_q4_1(w, &xq[j * bpr..(j + 1) * bpr]);
+        *d = W::dot(w, &xq[j * bpr..(j + 1) * bpr]);
     }
 }
 
@@ -241,6 +276,47 @@ fn dot_q4_1_x4(w: &[Q4_1], x: [&[Q8_1]; 4]) -> [f32; 4] {
         }
         out
     }
+}
+
+/// Q8_0 weights: signed x signed via the sign trick (|w| as unsigned, x with w's sign).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+fn dot_q8_0_x4(w: &[Q8_0], x: [&[Q8_1]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: as in `dot_q4_1`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, wb) in w.iter().enumerate() {
+            let qw = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
+            let aw = _mm256_sign_epi8(qw, qw);
+            let dw = f16::from_bits(wb.d).to_f32();
+            for j in 0..4 {
+                let xb = &x[j][b];
+                let xs = _mm256_sign_epi8(_mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i), qw);
+                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw * xb.d), acc[j]);
+            }
+        }
+        acc.map(|a| {
+            let hi = _mm256_extractf128_ps(a, 1);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(a), hi);
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+        })
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+fn dot_q8_0_x4(w: &[Q8_0], x: [&[Q8_1]; 4]) -> [f32; 4] {
+    x.map(|xr| {
+        w.iter()
+            .zip(xr)
+            .map(|(wb, xb)| {
+                let isum: i32 = wb.qs.iter().zip(&xb.qs).map(|(a, b)| *a as i32 * *b as i32).sum();
+                f16::from_bits(wb.d).to_f32() * xb.d * isum as f32
+            })
+            .sum()
+    })
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
