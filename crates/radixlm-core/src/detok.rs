@@ -183,3 +183,54 @@ mod tests {
         assert_eq!(deltas.concat(), text);
     }
 }
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../__test__").join(rel)
+    }
+
+    /// Streamed pieces concatenate to the one-shot decode and never contain U+FFFD unless the one-shot
+    /// text has it at that point: greedy outputs of the tiny Qwen2 fixture include lone byte tokens.
+    #[test]
+    fn streaming_equals_one_shot_decode_on_real_outputs() {
+        let tk = Tokenizer::from_file(fixture("fixtures/tiny-qwen2/tokenizer.json")).unwrap();
+        let goldens: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture("goldens/tiny-qwen2.json")).unwrap()).unwrap();
+        let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        let mut split_seen = false;
+        for p in goldens["prompts"].as_array().unwrap() {
+            let (prompt, out) = (ids(&p["inputIds"]), ids(&p["greedyIds"]));
+            for skip in [true, false] {
+                let mut d = Detokenizer::new(&prompt, skip);
+                let mut text = String::new();
+                for &t in &out {
+                    let piece = d.push(&tk, t);
+                    split_seen |= piece.is_empty();
+                    text.push_str(&piece);
+                }
+                text.push_str(&d.flush(&tk));
+                assert_eq!(text, tk.decode(&out, skip).unwrap(), "prompt {}", p["name"]);
+            }
+        }
+        assert!(split_seen, "expected some token to be held back (partial UTF-8)");
+    }
+
+    #[test]
+    fn multibyte_characters_split_across_byte_tokens() {
+        let tk = Tokenizer::from_file(fixture("fixtures/tiny-qwen2/tokenizer.json")).unwrap();
+        let text = "naïve 日本 🙂 done";
+        let ids = tk.encode(text, false).unwrap().get_ids().to_vec();
+        let mut d = Detokenizer::new(&[], true);
+        let mut out = String::new();
+        for &t in &ids {
+            let piece = d.push(&tk, t);
+            assert!(!piece.contains('\u{FFFD}'), "broken UTF-8 streamed: {piece:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&d.flush(&tk));
+        assert_eq!(out, text);
+    }
+}
