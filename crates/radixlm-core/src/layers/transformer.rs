@@ -159,6 +159,10 @@ impl Transformer {
             }
             add_into(&mut x, &layer.down.forward(&act, n)?);
         }
+        if ctx.logit_rows.is_empty() {
+            // A pass of prefill chunks only: nothing to sample yet.
+            return Ok(Vec::new());
+        }
         let mut last = Vec::with_capacity(ctx.logit_rows.len() * h);
         for &r in &ctx.logit_rows {
             last.extend_from_slice(&x[r * h..(r + 1) * h]);
