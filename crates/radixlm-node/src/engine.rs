@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{AsyncTask, Either};
-use napi::{Env, Task};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status, Task};
 use napi_derive::napi;
 use radixlm_core::{EngineHandle, EngineOptions, PromptInput};
 use serde_json::Value;
@@ -17,13 +18,24 @@ pub struct NativeEngine {
     inner: Arc<EngineHandle>,
 }
 
-fn start(options: &Value) -> napi::Result<EngineHandle> {
+fn start(options: &Value, progress: &mut dyn FnMut(radixlm_core::model::hub::Progress)) -> napi::Result<EngineHandle> {
     let opts = EngineOptions::from_json(options).map_err(to_napi)?;
-    EngineHandle::start(opts, &mut |_| {}).map_err(to_napi)
+    EngineHandle::start(opts, progress).map_err(to_napi)
 }
+
+/// Download progress of one model file.
+#[napi(object)]
+pub struct LoadProgress {
+    pub file: String,
+    pub downloaded: f64,
+    pub total: Option<f64>,
+}
+
+type ProgressFn = ThreadsafeFunction<LoadProgress, (), LoadProgress, Status, false>;
 
 pub struct LoadTask {
     options: Value,
+    on_progress: Option<ProgressFn>,
 }
 
 impl Task for LoadTask {
@@ -31,7 +43,14 @@ impl Task for LoadTask {
     type JsValue = NativeEngine;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        start(&self.options)
+        // Taken so the JS callback is released when loading ends and cannot keep Node alive.
+        let tsfn = self.on_progress.take();
+        start(&self.options, &mut |p| {
+            if let Some(f) = &tsfn {
+                let ev = LoadProgress { file: p.file, downloaded: p.downloaded as f64, total: p.total.map(|t| t as f64) };
+                f.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
@@ -39,10 +58,13 @@ impl Task for LoadTask {
     }
 }
 
-/// Loads a model off the JS thread.
+/// Loads a model off the JS thread; `onProgress` hears about hub downloads.
 #[napi(ts_return_type = "Promise<NativeEngine>")]
-pub fn create_engine(options: Value) -> AsyncTask<LoadTask> {
-    AsyncTask::new(LoadTask { options })
+pub fn create_engine(
+    options: Value,
+    #[napi(ts_arg_type = "((progress: LoadProgress) => void) | undefined | null")] on_progress: Option<ProgressFn>,
+) -> AsyncTask<LoadTask> {
+    AsyncTask::new(LoadTask { options, on_progress })
 }
 
 #[napi]
@@ -50,7 +72,7 @@ impl NativeEngine {
     /// Loads the model, blocking the calling thread.
     #[napi(constructor)]
     pub fn new(options: Value) -> napi::Result<Self> {
-        Ok(NativeEngine { inner: Arc::new(start(&options)?) })
+        Ok(NativeEngine { inner: Arc::new(start(&options, &mut |_| {})?) })
     }
 
     /// Queues one prompt (text or token ids); returns one request per sample (`n`).
