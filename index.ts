@@ -43,7 +43,15 @@ export interface CamelEngineOptions {
   cudaGraphMaxBs?: number
   disableCudaGraph?: boolean
 }
-export type EngineOptions = WithSnakeCase<CamelEngineOptions>
+export interface LoadProgress {
+  file: string
+  downloaded: number
+  total?: number
+}
+export type EngineOptions = WithSnakeCase<CamelEngineOptions> & {
+  /** `Engine.create` only: called as model files download from the hub. */
+  onProgress?: (progress: LoadProgress) => void
+}
 
 export interface CamelSamplingParams {
   maxNewTokens?: number
@@ -227,22 +235,43 @@ class StreamState {
   }
 }
 
+/** Set only during Engine.create, for the constructor to adopt. */
+let adopted: NativeEngine | null = null
+
 export class Engine {
   #native: NativeEngine | null
 
   /** Loads the model, blocking until it is ready (like `sgl.Engine(model_path=...)`). */
   constructor(options: EngineOptions) {
+    if (adopted) {
+      // Engine.create: the model was loaded off-thread; take it over.
+      this.#native = adopted
+      adopted = null
+      return
+    }
+    if (options?.onProgress) {
+      throw new RadixLMError('ERR_INVALID_OPTIONS', 'options.onProgress needs the non-blocking loader: use Engine.create()')
+    }
     rejectNonFinite(options, 'options', 'ERR_INVALID_OPTIONS')
     this.#native = call(() => new native.NativeEngine(options))
   }
 
   /** Loads the model without blocking the event loop. */
   static async create(options: EngineOptions): Promise<Engine> {
-    rejectNonFinite(options, 'options', 'ERR_INVALID_OPTIONS')
-    const n = await callAsync(() => native.createEngine(options))
-    const e = Object.create(Engine.prototype) as Engine
-    e.#native = n
-    return e
+    const { onProgress, ...rest } = options ?? ({} as EngineOptions)
+    if (onProgress !== undefined && typeof onProgress !== 'function') {
+      throw new RadixLMError('ERR_INVALID_OPTIONS', 'options.onProgress must be a function')
+    }
+    rejectNonFinite(rest, 'options', 'ERR_INVALID_OPTIONS')
+    const n = await callAsync(() => native.createEngine(rest, onProgress ?? null))
+    // Private fields exist only on objects built by the constructor (Object.create(Engine.prototype)
+    // cannot hold #native), so hand the loaded engine to the constructor.
+    adopted = n
+    try {
+      return new Engine(rest)
+    } finally {
+      adopted = null
+    }
   }
 
   get #engine(): NativeEngine {
@@ -266,6 +295,7 @@ export class Engine {
 
   /** Non-streaming, blocking: one output for one prompt, an array (input order) for a batch. */
   generateSync(prompts: string | { inputIds: number[] }, samplingParams?: SamplingParams, options?: GenerateOptions): GenerateOutput
+  generateSync(prompts: string[] | { inputIds: number[][] }, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): GenerateOutput[]
   generateSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): GenerateOutput | GenerateOutput[]
   generateSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options: GenerateOptions = {}) {
     const { reqs, single } = this.#submit(prompts, samplingParams, options, false)
@@ -275,6 +305,7 @@ export class Engine {
 
   /** Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts. */
   generate(prompts: string | { inputIds: number[] }, samplingParams?: SamplingParams, options?: GenerateOptions): Promise<GenerateOutput>
+  generate(prompts: string[] | { inputIds: number[][] }, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Promise<GenerateOutput[]>
   generate(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Promise<GenerateOutput | GenerateOutput[]>
   async generate(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options: GenerateOptions = {}) {
     const { reqs, single } = this.#submit(prompts, samplingParams, options, false)
@@ -318,7 +349,13 @@ export class Engine {
   async *generateStream(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options: GenerateOptions = {}): AsyncGenerator<StreamChunk> {
     const { reqs } = this.#submit(prompts, samplingParams, options, true)
     const states = reqs.map((r, i) => new StreamState(r, i))
-    const pull = (s: StreamState) => callAsync(() => s.req.next()).then((ev) => ({ s, ev }))
+    const pull = (s: StreamState) => {
+      const p = callAsync(() => s.req.next()).then((ev) => ({ s, ev }))
+      // The next event is fetched ahead while the caller holds the current chunk; if it fails then (e.g.
+      // shutdown), the race below reports it on the next `next()`, so it must not count as unhandled.
+      p.catch(() => {})
+      return p
+    }
     const pending = new Map(states.map((s) => [s.index, pull(s)]))
     let rejectAbort: (e: Error) => void = () => {}
     const aborted = new Promise<never>((_, reject) => (rejectAbort = reject))

@@ -117,7 +117,7 @@ impl EngineHandle {
         });
         let (tx, rx) = channel();
         let closed = Arc::new(AtomicBool::new(false));
-        let worker = Worker { sched, runner, tokenizer, outputs: HashMap::new(), rx, closed: closed.clone(), steps: 0, failures: 0 };
+        let worker = Worker { sched, runner, tokenizer, outputs: HashMap::new(), live_rids: HashMap::new(), rx, closed: closed.clone(), steps: 0, failures: 0 };
         let thread = std::thread::Builder::new()
             .name("radixlm-engine".into())
             .spawn(move || worker.run())
@@ -359,7 +359,10 @@ struct Worker {
     sched: Scheduler,
     runner: ModelRunner,
     tokenizer: Option<Arc<TokenizerInfo>>,
-    outputs: HashMap<u64, UnboundedSender<Event>>,
+    /// Output channel and user-visible rid of every request not yet finished.
+    outputs: HashMap<u64, (UnboundedSender<Event>, String)>,
+    /// Request ids (user-visible) of requests not yet finished; duplicates are rejected as SGLang does.
+    live_rids: HashMap<String, u64>,
     rx: Receiver<Command>,
     closed: Arc<AtomicBool>,
     steps: u64,
@@ -402,12 +405,18 @@ impl Worker {
     fn handle(&mut self, c: Command) -> bool {
         match c {
             Command::Add(mut r, tx) => {
+                if self.live_rids.contains_key(&r.rid) {
+                    let msg = format!("rid `{}` is already in use by a running request", r.rid);
+                    let _ = tx.send(Event::Error(Error::invalid_input(msg)));
+                    return true;
+                }
+                self.live_rids.insert(r.rid.clone(), r.id);
                 if r.params.max_new_tokens == 0 {
                     r.finish = Some(FinishReason::Length(0));
-                    self.outputs.insert(r.id, tx);
+                    self.outputs.insert(r.id, (tx, r.rid.clone()));
                     self.finish(*r);
                 } else {
-                    self.outputs.insert(r.id, tx);
+                    self.outputs.insert(r.id, (tx, r.rid.clone()));
                     self.sched.waiting.push_back(*r);
                 }
             }
@@ -526,8 +535,12 @@ impl Worker {
     }
 
     fn send(&mut self, id: u64, ev: Event, last: bool) {
-        let tx = if last { self.outputs.remove(&id) } else { self.outputs.get(&id).cloned() };
-        if let Some(tx) = tx {
+        if last {
+            if let Some((tx, rid)) = self.outputs.remove(&id) {
+                self.live_rids.remove(&rid);
+                let _ = tx.send(ev);
+            }
+        } else if let Some((tx, _)) = self.outputs.get(&id) {
             let _ = tx.send(ev);
         }
     }
@@ -537,7 +550,8 @@ impl Worker {
         for id in ids {
             self.sched.take(id);
         }
-        for (_, tx) in self.outputs.drain() {
+        self.live_rids.clear();
+        for (_, (tx, _)) in self.outputs.drain() {
             let _ = tx.send(Event::Error(Error::new(code, msg)));
         }
     }

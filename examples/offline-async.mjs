@@ -1,0 +1,25 @@
+// Non-streaming, asynchronous (SGLang's "Non-streaming Asynchronous Generation"): the event loop stays free
+// while the batch runs.
+//   node examples/offline-async.mjs
+// Env: RADIXLM_MODEL, RADIXLM_MAX_NEW_TOKENS (default 64).
+import os from 'node:os'
+import path from 'node:path'
+import radixlm from '../dist/index.js'
+
+const { Engine } = radixlm
+const modelPath = process.env.RADIXLM_MODEL || path.join(os.homedir(), '.cache', 'radixlm', 'SmolLM2-135M-Instruct.Q4_1.gguf')
+const maxNewTokens = Number(process.env.RADIXLM_MAX_NEW_TOKENS || 64)
+
+const llm = await Engine.create({ modelPath }) // loads without blocking the event loop
+
+const prompts = ['Write a short, neutral self-introduction for a fictional character. Hello, my name is', 'Provide a concise factual statement about France’s capital city. The capital of France is', 'Explain possible future trends in artificial intelligence. The future of AI is']
+const samplingParams = { temperature: 0.8, topP: 0.95, maxNewTokens }
+
+console.log('\n=== Asynchronous batch generation ===')
+const outputs = await llm.generate(prompts, samplingParams)
+prompts.forEach((prompt, i) => {
+  console.log(`\nPrompt: ${prompt}`)
+  console.log(`Generated text: ${outputs[i].text}`)
+})
+
+llm.shutdown()
