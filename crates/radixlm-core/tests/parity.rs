@@ -444,14 +444,23 @@ fn tiny_qwen2_f32_engine_greedy_matches_transformers() {
     check_greedy_f32(&qwen_path(), qwen_golden());
 }
 
+/// Quantized (dtype auto) greedy outputs of the SmolLM2 prompts through the engine, run once.
+fn smollm_quant_greedy() -> &'static Vec<Vec<u32>> {
+    static O: OnceLock<Vec<Vec<u32>>> = OnceLock::new();
+    O.get_or_init(|| engine_greedy(&smollm_path(), "auto", smollm_golden()))
+}
+
+/// Greedy output ids diverge from transformers' only where either token is in the other side's top 5
+/// (vLLM's `check_logprobs_close`). Ours is the golden top 5 at that step; golden's is in our top 5,
+/// teacher-forced on the golden sequence (same prefix, so the same logits the engine saw).
 #[test]
-fn smollm2_quantized_engine_greedy_close_to_transformers() {
+fn smollm2_quantized_engine_greedy_divergences_within_top5() {
     let g = smollm_golden();
-    let outs = engine_greedy(&smollm_path(), "auto", g);
+    let outs = smollm_quant_greedy();
     let tf = smollm_quant_tf();
     let mut identical = 0;
     let mut failures = Vec::new();
-    for ((p, out), rows) in g.prompts.iter().zip(&outs).zip(tf) {
+    for ((p, out), rows) in g.prompts.iter().zip(outs).zip(tf) {
         assert_eq!(out.len(), 32, "{}: {} tokens generated", p.name, out.len());
         let Some(k) = first_divergence(out, &p.greedy_ids) else {
             identical += 1;
@@ -462,9 +471,12 @@ fn smollm2_quantized_engine_greedy_close_to_transformers() {
         let ours = &rows[p.gen_row(k)].ours_top5;
         let ours_in_golden = gold.iter().any(|&(id, _)| id == out[k]);
         let golden_in_ours = ours.iter().any(|&(id, _)| id == p.greedy_ids[k]);
+        // The engine (batched, paged, incremental) must pick what our own one-shot forward ranks first,
+        // unless that forward itself has a near tie.
+        let engine_is_tf_top1 = ours[0].0 == out[k] || ours[0].1 - ours[1].1 < 1e-2;
         let msg = format!(
             "{:<20} diverges at step {k}: ours {} (in golden top-5: {ours_in_golden}), golden {} (in our teacher-forced top-5: \
-             {golden_in_ours}); golden margin {:.4}, our teacher-forced top-1 {} ({:.4}) vs golden's {:.4}",
+             {golden_in_ours}); golden margin {:.4}, our teacher-forced top-1 {} ({:.4}) vs our logprob of golden's {:.4}",
             p.name,
             out[k],
             p.greedy_ids[k],
@@ -474,15 +486,30 @@ fn smollm2_quantized_engine_greedy_close_to_transformers() {
             rows[p.gen_row(k)].at_golden[0],
         );
         println!("[quantized] {msg}");
-        if !ours_in_golden || !golden_in_ours {
+        if !ours_in_golden || !golden_in_ours || !engine_is_tf_top1 {
             failures.push(msg);
         }
     }
     println!("[quantized] greedy through the engine: {identical}/{} prompts identical to transformers (f32 reference)", g.prompts.len());
     assert!(failures.is_empty(), "quantized greedy divergences outside top-5 containment:\n{}", failures.join("\n"));
+}
+
+/// The project's claim: in the default quantized mode, greedy 32-token outputs identical on most
+/// prompts (here: at least half).
+#[test]
+fn smollm2_quantized_engine_greedy_identical_on_most_prompts() {
+    let g = smollm_golden();
+    let outs = smollm_quant_greedy();
+    let same: Vec<&str> =
+        g.prompts.iter().zip(outs).filter(|(p, out)| **out == p.greedy_ids).map(|(p, _)| p.name.as_str()).collect();
+    println!("[quantized] identical greedy outputs: {}/{} {same:?}", same.len(), g.prompts.len());
     assert!(
-        2 * identical >= g.prompts.len(),
-        "only {identical}/{} quantized greedy outputs match the golden exactly",
+        2 * same.len() >= g.prompts.len(),
+        "only {}/{} quantized greedy outputs equal the transformers golden ({same:?}). The golden is f32 math on the \
+         dequantized GGUF weights, so the quantized path's only error source is how it treats activations: kernels \
+         that round activations to 8 bits (Q8_1, as llama.cpp does) diverge on most prompts (llama.cpp 3.21.1 on \
+         this GGUF, scripts/compare_llamacpp.mjs: argmax flips in 7 of 9 prompts, i.e. 2/9 identical).",
+        same.len(),
         g.prompts.len()
     );
 }
@@ -541,14 +568,14 @@ fn smollm2_quantized_teacher_forced_top1_in_golden_top5() {
     }
     let (m, p90, max) = quantiles(&top1_all);
     println!(
-        "[quantized] teacher-forced, all {positions} positions: golden top-1 |dlogprob| median {m:.4}, p90 {p90:.4}, \
-         max {max:.4}; top-5 max {top5_max:.4}; argmax differs at {flips_all}"
+        "[quantized] teacher-forced, all {positions} positions: golden top-1 |dlogprob| median {m:.3e}, p90 {p90:.3e}, \
+         max {max:.3e}; top-5 max {top5_max:.3e}; argmax differs at {flips_all}"
     );
     let (m, p90, max) = quantiles(&top1_gen);
     let (m5, _, max5) = quantiles(&top5_gen);
     println!(
-        "[quantized] teacher-forced, {} generated steps: top-1 |dlogprob| median {m:.4}, p90 {p90:.4}, max {max:.4}; \
-         top-5 max per step: median {m5:.4} max {max5:.4}; argmax flips {flips_gen}/{} at golden margins {}",
+        "[quantized] teacher-forced, {} generated steps: top-1 |dlogprob| median {m:.3e}, p90 {p90:.3e}, max {max:.3e}; \
+         top-5 max per step: median {m5:.3e} max {max5:.3e}; argmax flips {flips_gen}/{} at golden margins {}",
         top1_gen.len(),
         top1_gen.len(),
         flip_margins.join(" ")

@@ -2,19 +2,22 @@
 //!
 //! Why our own: candle's CPU quantized matmul runs on a spin-waiting barrier pool that fights rayon
 //! (which attention and candle's element-wise ops use) for the cores, and its Q4_1 dot product has no
-//! SIMD version. Here every quantized matmul runs on rayon, split over blocks of output rows; each
-//! block quantizes nothing itself (activations are quantized once per call) and reuses its weight
-//! rows for all m activation rows while they are in cache.
+//! SIMD version. Here every quantized matmul runs on rayon, split over blocks of output rows, and each
+//! weight block is unpacked once and used for four activation rows while it is in registers.
 //!
-//! Q4_1 (the default model's format) has its own AVX2 kernel against Q8_1 activations. Every other
-//! GGUF type uses candle's per-type `vec_dot` (SIMD where candle has it) under the same loop.
+//! Activations stay f32 (llama.cpp rounds them to 8 bits first): the product then equals the one with
+//! dequantized weights up to f32 summation order, so quantized mode tracks the f32 reference closely,
+//! and with the unpacking shared by four rows it costs about the same as an int8 dot product.
 //!
-//! Block layouts (ggml):
+//! Q4_0, Q4_1 and Q8_0 blocks (the common small-model formats) go through these kernels; every other
+//! GGUF type uses candle's per-type `vec_dot` against 8-bit activations under the same loop.
+//!
+//! Block layouts (ggml), 32 values each:
 //! ```text
-//!   Q4_1: d f16 | m f16 | 16 bytes: low nibble j = element j, high nibble j = element j + 16
-//!         value = d * q + m
-//!   Q8_1: d f16 | s f16 (= d * sum(q)) | 32 x i8          value = d * q
-//!   dot(Q4_1, Q8_1) = d_w * d_x * sum(q_w * q_x) + m_w * s_x
+//!   Q4_0: d f16 | 16 bytes: low nibble j = q[j], high nibble j = q[j + 16]   value = d * (q - 8)
+//!   Q4_1: d f16 | m f16 | 16 bytes, nibbles as Q4_0                         value = d * q + m
+//!   Q8_0: d f16 | 32 x i8                                                    value = d * q
+//!   dot(block, x) = d * sum(q * x) + m * sum(x)
 //! ```
 
 use std::sync::Arc;
@@ -54,9 +57,9 @@ impl QuantMatrix {
         let data = self.q.data()?;
         let mut out = vec![0.0f32; m * self.rows];
         match self.q.dtype() {
+            GgmlDType::Q4_0 => self.own::<Q4_0>(&data, x, m, &mut out)?,
             GgmlDType::Q4_1 => self.own::<Q4_1>(&data, x, m, &mut out)?,
             GgmlDType::Q8_0 => self.own::<Q8_0>(&data, x, m, &mut out)?,
-            GgmlDType::Q4_0 => self.generic::<k_quants::BlockQ4_0>(&data, x, m, &mut out)?,
             GgmlDType::Q5_0 => self.generic::<k_quants::BlockQ5_0>(&data, x, m, &mut out)?,
             GgmlDType::Q5_1 => self.generic::<k_quants::BlockQ5_1>(&data, x, m, &mut out)?,
             GgmlDType::Q2K => self.generic::<k_quants::BlockQ2K>(&data, x, m, &mut out)?,
@@ -69,12 +72,13 @@ impl QuantMatrix {
         Ok(out)
     }
 
-    /// Types with our own kernels, against Q8_1 activations.
-    fn own<W: Kernel>(&self, data: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+    /// Block types with our own kernels, against f32 activations.
+    fn own<W: Block>(&self, data: &[u8], x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         let w: &[W] = cast(data)?;
-        let xq = quantize_q8_1(x, self.cols);
         let bpr = self.cols / 32;
-        run_rows(out, m, self.rows, |r, dst| dot_many(&w[r * bpr..(r + 1) * bpr], &xq, dst));
+        // Per activation row and block: sum(x), for the `m * sum(x)` term.
+        let xsum: Vec<f32> = x.chunks_exact(32).map(|b| b.iter().sum()).collect();
+        run_rows(out, m, self.rows, |r, dst| dot_rows(&w[r * bpr..(r + 1) * bpr], x, &xsum, dst));
         Ok(())
     }
 
@@ -113,13 +117,11 @@ fn run_rows(out: &mut [f32], m: usize, n: usize, f: impl Fn(usize, &mut [f32]) +
         })
         .collect();
     for (r0, buf) in tasks {
-        let width = buf.len() / m;
         for (j, chunk) in buf.chunks_exact(m).enumerate() {
             for (i, v) in chunk.iter().enumerate() {
                 out[i * n + r0 + j] = *v;
             }
         }
-        debug_assert!(r0 + width <= n);
     }
 }
 
@@ -130,8 +132,15 @@ fn cast<T>(data: &[u8]) -> Result<&[T]> {
     if data.len() % size != 0 || data.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
         return Err(Error::internal("quantized weight storage has an unexpected layout"));
     }
-    // SAFETY: length and alignment checked; T is a plain-old-data block struct (f16/u8/i8 fields).
+    // SAFETY: length and alignment checked; T is a plain-old-data block struct (u16/u8/i8 fields).
     Ok(unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, data.len() / size) })
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Q4_0 {
+    d: u16,
+    qs: [u8; 16],
 }
 
 #[repr(C)]
@@ -149,198 +158,151 @@ struct Q8_0 {
     qs: [i8; 32],
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Q8_1 {
-    d: f32,
-    s: f32,
-    qs: [i8; 32],
+/// A 32-value weight block: its integer values as f32, and (scale, min) with value = scale * q + min.
+trait Block: Sized + Sync {
+    /// Portable form (the non-AVX `dot_rows`).
+    #[cfg_attr(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"), allow(dead_code))]
+    fn unpack(&self, q: &mut [f32; 32]) -> (f32, f32);
+    /// The same straight into four AVX registers.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    fn unpack_avx(&self) -> ([std::arch::x86_64::__m256; 4], f32, f32);
 }
 
-/// Rows of `x` (each `k` long) to Q8_1 blocks, scales kept in f32 (only used here, never stored).
-fn quantize_q8_1(x: &[f32], k: usize) -> Vec<Q8_1> {
-    let mut out = Vec::with_capacity(x.len() / 32);
-    for row in x.chunks_exact(k) {
-        for b in row.chunks_exact(32) {
-            let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0i8; 32];
-            let mut sum = 0i32;
-            for (q, v) in qs.iter_mut().zip(b) {
-                *q = (v * inv).round() as i8;
-                sum += *q as i32;
-            }
-            out.push(Q8_1 { d, s: d * sum as f32, qs });
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+fn nibbles_avx(qs: &[u8; 16]) -> [std::arch::x86_64::__m256; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX2 enabled at compile time; one 16-byte load from a 16-byte array.
+    unsafe {
+        let bytes = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(bytes, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+        [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)].map(|v| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)))
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+fn nibbles(qs: &[u8; 16], q: &mut [f32; 32]) {
+    for j in 0..16 {
+        q[j] = (qs[j] & 0x0F) as f32;
+        q[j + 16] = (qs[j] >> 4) as f32;
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[allow(dead_code)]
+fn nibbles(qs: &[u8; 16], q: &mut [f32; 32]) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX2 enabled at compile time; 16-byte load from a 16-byte array, stores into 32 floats.
+    unsafe {
+        let bytes = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(bytes, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+        let out = q.as_mut_ptr();
+        for (o, v) in [(0, lo), (8, _mm_srli_si128(lo, 8)), (16, hi), (24, _mm_srli_si128(hi, 8))] {
+            _mm256_storeu_ps(out.add(o), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)));
         }
     }
-    out
 }
 
-/// A weight block type with a dot product against Q8_1 activation blocks, one row or four at a time.
-trait Kernel: Sized + Sync {
-    fn dot(w: &[Self], x: &[Q8_1]) -> f32;
-    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4];
-}
-
-impl Kernel for Q4_1 {
-    fn dot(w: &[Self], x: &[Q8_1]) -> f32 {
-        dot_q4_1(w, x)
+impl Block for Q4_0 {
+    fn unpack(&self, q: &mut [f32; 32]) -> (f32, f32) {
+        nibbles(&self.qs, q);
+        let d = f16::from_bits(self.d).to_f32();
+        (d, -8.0 * d)
     }
-    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4] {
-        dot_q4_1_x4(w, x)
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    fn unpack_avx(&self) -> ([std::arch::x86_64::__m256; 4], f32, f32) {
+        let d = f16::from_bits(self.d).to_f32();
+        (nibbles_avx(&self.qs), d, -8.0 * d)
     }
 }
 
-impl Kernel for Q8_0 {
-    fn dot(w: &[Self], x: &[Q8_1]) -> f32 {
-        dot_q8_0_x4(w, [x, x, x, x])[0]
+impl Block for Q4_1 {
+    fn unpack(&self, q: &mut [f32; 32]) -> (f32, f32) {
+        nibbles(&self.qs, q);
+        (f16::from_bits(self.d).to_f32(), f16::from_bits(self.m).to_f32())
     }
-    fn dot4(w: &[Self], x: [&[Q8_1]; 4]) -> [f32; 4] {
-        dot_q8_0_x4(w, x)
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    fn unpack_avx(&self) -> ([std::arch::x86_64::__m256; 4], f32, f32) {
+        (nibbles_avx(&self.qs), f16::from_bits(self.d).to_f32(), f16::from_bits(self.m).to_f32())
     }
 }
 
-/// One weight row against every activation row (`xq` holds dst.len() rows of w.len() blocks).
-fn dot_many<W: Kernel>(w: &[W], xq: &[Q8_1], dst: &mut [f32]) {
+impl Block for Q8_0 {
+    fn unpack(&self, q: &mut [f32; 32]) -> (f32, f32) {
+        for (o, v) in q.iter_mut().zip(&self.qs) {
+            *o = *v as f32;
+        }
+        (f16::from_bits(self.d).to_f32(), 0.0)
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    fn unpack_avx(&self) -> ([std::arch::x86_64::__m256; 4], f32, f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 enabled at compile time; 8-byte loads inside the 32-byte array.
+        let q = unsafe {
+            [0, 8, 16, 24].map(|o| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(self.qs.as_ptr().add(o) as *const __m128i))))
+        };
+        (q, f16::from_bits(self.d).to_f32(), 0.0)
+    }
+}
+
+/// One weight row (`w`, bpr blocks) against every activation row of `x` (dst.len() rows of 32 * bpr),
+/// four rows per pass so each unpacked block is reused four times.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+fn dot_rows<W: Block>(w: &[W], x: &[f32], xsum: &[f32], dst: &mut [f32]) {
     let bpr = w.len();
+    let k = bpr * 32;
+    let mut q = [0.0f32; 32];
+    for (i, d) in dst.iter_mut().enumerate() {
+        let (mut acc, mut mins) = (0.0f32, 0.0f32);
+        for (b, blk) in w.iter().enumerate() {
+            let (scale, min) = blk.unpack(&mut q);
+            let xb = &x[i * k + b * 32..i * k + b * 32 + 32];
+            acc += scale * q.iter().zip(xb).map(|(a, b)| a * b).sum::<f32>();
+            mins += min * xsum[i * bpr + b];
+        }
+        *d = acc + mins;
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+fn dot_rows<W: Block>(w: &[W], x: &[f32], xsum: &[f32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let bpr = w.len();
+    let k = bpr * 32;
+    assert!(x.len() >= dst.len() * k && xsum.len() >= dst.len() * bpr);
     let mut i = 0;
-    while i + 4 <= dst.len() {
-        let rows = [0, 1, 2, 3].map(|j| &xq[(i + j) * bpr..(i + j + 1) * bpr]);
-        dst[i..i + 4].copy_from_slice(&W::dot4(w, rows));
-        i += 4;
-    }
-    for (j, d) in dst.iter_mut().enumerate().skip(i) {
-        *d = W::dot(w, &xq[j * bpr..(j + 1) * bpr]);
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-fn dot_q4_1(w: &[Q4_1], x: &[Q8_1]) -> f32 {
-    use std::arch::x86_64::*;
-    // SAFETY: the target features are enabled at compile time (see the cfg); loads are unaligned.
+    // SAFETY: AVX2/FMA are enabled at compile time (cfg above); the assert bounds every row read:
+    // row i + j < dst.len(), block b < bpr, so x[(i + j) * k + b * 32 .. + 32] is inside x.
     unsafe {
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0.0f32;
-        for (wb, xb) in w.iter().zip(x) {
-            let bytes = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-            let both = _mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes);
-            let q = _mm256_and_si256(both, low);
-            let xs = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(q, xs);
-            let sums = _mm256_madd_epi16(pairs, ones);
-            let dw = f16::from_bits(wb.d).to_f32();
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw * xb.d), acc);
-            mins += f16::from_bits(wb.m).to_f32() * xb.s;
-        }
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-        _mm_cvtss_f32(s1) + mins
-    }
-}
-
-/// Four activation rows at once: each weight block is unpacked once and used four times.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-fn dot_q4_1_x4(w: &[Q4_1], x: [&[Q8_1]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    // SAFETY: as in `dot_q4_1`.
-    unsafe {
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut mins = [0.0f32; 4];
-        for (b, wb) in w.iter().enumerate() {
-            let bytes = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-            let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
-            let dw = f16::from_bits(wb.d).to_f32();
-            let mw = f16::from_bits(wb.m).to_f32();
-            for j in 0..4 {
-                let xb = &x[j][b];
-                let xs = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xs), ones);
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw * xb.d), acc[j]);
-                mins[j] += mw * xb.s;
+        while i < dst.len() {
+            let rows = (dst.len() - i).min(4);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut mins = [0.0f32; 4];
+            for (b, blk) in w.iter().enumerate() {
+                let (qv, scale, min) = blk.unpack_avx();
+                let sv = _mm256_set1_ps(scale);
+                for j in 0..rows {
+                    let p = x.as_ptr().add((i + j) * k + b * 32);
+                    let mut t = _mm256_mul_ps(qv[0], _mm256_loadu_ps(p));
+                    t = _mm256_fmadd_ps(qv[1], _mm256_loadu_ps(p.add(8)), t);
+                    t = _mm256_fmadd_ps(qv[2], _mm256_loadu_ps(p.add(16)), t);
+                    t = _mm256_fmadd_ps(qv[3], _mm256_loadu_ps(p.add(24)), t);
+                    acc[j] = _mm256_fmadd_ps(t, sv, acc[j]);
+                    mins[j] += min * *xsum.get_unchecked((i + j) * bpr + b);
+                }
             }
-        }
-        let mut out = [0.0f32; 4];
-        for j in 0..4 {
-            let hi = _mm256_extractf128_ps(acc[j], 1);
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j]), hi);
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-            out[j] = _mm_cvtss_f32(s1) + mins[j];
-        }
-        out
-    }
-}
-
-/// Q8_0 weights: signed x signed via the sign trick (|w| as unsigned, x with w's sign).
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-fn dot_q8_0_x4(w: &[Q8_0], x: [&[Q8_1]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    // SAFETY: as in `dot_q4_1`.
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (b, wb) in w.iter().enumerate() {
-            let qw = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
-            let aw = _mm256_sign_epi8(qw, qw);
-            let dw = f16::from_bits(wb.d).to_f32();
-            for j in 0..4 {
-                let xb = &x[j][b];
-                let xs = _mm256_sign_epi8(_mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i), qw);
-                let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(dw * xb.d), acc[j]);
+            for j in 0..rows {
+                let hi = _mm256_extractf128_ps(acc[j], 1);
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j]), hi);
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                dst[i + j] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1))) + mins[j];
             }
+            i += rows;
         }
-        acc.map(|a| {
-            let hi = _mm256_extractf128_ps(a, 1);
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(a), hi);
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
-        })
     }
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-fn dot_q8_0_x4(w: &[Q8_0], x: [&[Q8_1]; 4]) -> [f32; 4] {
-    x.map(|xr| {
-        w.iter()
-            .zip(xr)
-            .map(|(wb, xb)| {
-                let isum: i32 = wb.qs.iter().zip(&xb.qs).map(|(a, b)| *a as i32 * *b as i32).sum();
-                f16::from_bits(wb.d).to_f32() * xb.d * isum as f32
-            })
-            .sum()
-    })
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-fn dot_q4_1(w: &[Q4_1], x: &[Q8_1]) -> f32 {
-    dot_q4_1_scalar(w, x)
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-fn dot_q4_1_x4(w: &[Q4_1], x: [&[Q8_1]; 4]) -> [f32; 4] {
-    x.map(|xr| dot_q4_1_scalar(w, xr))
-}
-
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"), allow(dead_code))]
-fn dot_q4_1_scalar(w: &[Q4_1], x: &[Q8_1]) -> f32 {
-    let mut total = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += (wb.qs[j] & 0x0F) as i32 * xb.qs[j] as i32;
-            isum += (wb.qs[j] >> 4) as i32 * xb.qs[j + 16] as i32;
-        }
-        total += f16::from_bits(wb.d).to_f32() * xb.d * isum as f32 + f16::from_bits(wb.m).to_f32() * xb.s;
-    }
-    total
 }
 
 #[cfg(test)]
@@ -352,8 +314,9 @@ mod tests {
         (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
-    /// Every dtype against the dequantized f32 product, over odd shapes (m = 1, 3; rows not a multiple
-    /// of the task size). Tolerance: activation quantization (8-bit) error, relative to the row scale.
+    /// Every dtype against the dequantized f32 product, over odd shapes (m = 1, 3, 9; rows not a
+    /// multiple of the task size). Our own kernels keep f32 activations, so they must agree to f32
+    /// rounding; candle's K-quant path rounds activations to 8 bits, hence its looser bound.
     #[test]
     fn matches_dequantized_reference() {
         let (rows, cols) = (77, 256);
@@ -369,25 +332,12 @@ mod tests {
                     for r in 0..rows {
                         let want: f32 = (0..cols).map(|c| wd[r][c] * x[i * cols + c]).sum();
                         let g = got[i * rows + r];
-                        assert!((g - want).abs() < 0.05 + 0.01 * want.abs(), "{dtype:?} m{m} [{i},{r}]: {g} vs {want}");
+                        let own = matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0);
+                        let tol = if own { 1e-4 * (1.0 + want.abs()) } else { 0.05 + 0.01 * want.abs() };
+                        assert!((g - want).abs() < tol, "{dtype:?} m{m} [{i},{r}]: {g} vs {want}");
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn q4_1_simd_equals_scalar() {
-        let (rows, cols) = (4, 128);
-        let w = Tensor::from_vec(data(rows * cols, 3), (rows, cols), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
-        let bytes = q.data().unwrap();
-        let wb: &[Q4_1] = cast(&bytes).unwrap();
-        let xq = quantize_q8_1(&data(cols, 5), cols);
-        for r in 0..rows {
-            let row = &wb[r * 4..(r + 1) * 4];
-            let (a, b) = (dot_q4_1(row, &xq), dot_q4_1_scalar(row, &xq));
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
         }
     }
 }
