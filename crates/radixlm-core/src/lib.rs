@@ -15,6 +15,7 @@ pub mod request;
 pub mod runner;
 pub mod sampling;
 pub mod scheduler;
+mod worker;
 
 pub use engine::{Aborter, Chunk, EngineHandle, Event, Output, PromptInput, RequestHandle};
 pub use error::{Error, ErrorCode, Result};

@@ -3,11 +3,11 @@
 //! Why our own: candle's CPU quantized matmul runs on a spin-waiting barrier pool that fights rayon
 //! (which attention and candle's element-wise ops use) for the cores, and its Q4_1 dot product has no
 //! SIMD version. Here every quantized matmul runs on rayon, split over blocks of output rows, and each
-//! weight block is unpacked once and used for four activation rows while it is in registers.
+//! weight block is unpacked once and used for up to eight activation rows while it is in registers.
 //!
 //! Activations stay f32 (llama.cpp rounds them to 8 bits first): the product then equals the one with
 //! dequantized weights up to f32 summation order, so quantized mode tracks the f32 reference closely,
-//! and with the unpacking shared by four rows it costs about the same as an int8 dot product.
+//! and with the unpacking shared by several rows it costs about the same as an int8 dot product.
 //!
 //! Q4_0, Q4_1 and Q8_0 blocks (the common small-model formats) go through these kernels; every other
 //! GGUF type uses candle's per-type `vec_dot` against 8-bit activations under the same loop.
@@ -31,6 +31,11 @@ use crate::error::{Error, Result};
 
 /// Output rows per rayon task: enough work to amortise scheduling, small enough to balance 2-64 cores.
 const ROWS_PER_TASK: usize = 32;
+
+/// Activation rows sharing one unpacked weight block: 8 accumulators + 4 weight registers fit the 16
+/// AVX registers.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+const ROWS_PER_PASS: usize = 8;
 
 pub struct QuantMatrix {
     q: Arc<QTensor>,
@@ -249,7 +254,7 @@ impl Block for Q8_0 {
 }
 
 /// One weight row (`w`, bpr blocks) against every activation row of `x` (dst.len() rows of 32 * bpr),
-/// four rows per pass so each unpacked block is reused four times.
+/// up to `ROWS_PER_PASS` rows per pass so each unpacked block is reused that many times.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
 fn dot_rows<W: Block>(w: &[W], x: &[f32], xsum: &[f32], dst: &mut [f32]) {
     let bpr = w.len();
@@ -269,38 +274,60 @@ fn dot_rows<W: Block>(w: &[W], x: &[f32], xsum: &[f32], dst: &mut [f32]) {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 fn dot_rows<W: Block>(w: &[W], x: &[f32], xsum: &[f32], dst: &mut [f32]) {
-    use std::arch::x86_64::*;
     let bpr = w.len();
     let k = bpr * 32;
     assert!(x.len() >= dst.len() * k && xsum.len() >= dst.len() * bpr);
     let mut i = 0;
-    // SAFETY: AVX2/FMA are enabled at compile time (cfg above); the assert bounds every row read:
-    // row i + j < dst.len(), block b < bpr, so x[(i + j) * k + b * 32 .. + 32] is inside x.
+    // Fixed row counts, so the accumulators are compile-time arrays the compiler keeps in registers.
+    while i < dst.len() {
+        let rows = (dst.len() - i).min(ROWS_PER_PASS);
+        let out = &mut dst[i..i + rows];
+        let (x, xsum) = (&x[i * k..], &xsum[i * bpr..]);
+        match rows {
+            8 => pass::<W, 8>(w, x, xsum, out),
+            7 => pass::<W, 7>(w, x, xsum, out),
+            6 => pass::<W, 6>(w, x, xsum, out),
+            5 => pass::<W, 5>(w, x, xsum, out),
+            4 => pass::<W, 4>(w, x, xsum, out),
+            3 => pass::<W, 3>(w, x, xsum, out),
+            2 => pass::<W, 2>(w, x, xsum, out),
+            _ => pass::<W, 1>(w, x, xsum, out),
+        }
+        i += rows;
+    }
+}
+
+/// R activation rows (x: R rows of 32 * w.len(), checked by the caller) against one weight row.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[inline(always)]
+fn pass<W: Block, const R: usize>(w: &[W], x: &[f32], xsum: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let bpr = w.len();
+    let k = bpr * 32;
+    debug_assert!(x.len() >= R * k && xsum.len() >= R * bpr && out.len() == R);
+    // SAFETY: AVX2/FMA are enabled at compile time (cfg above); `dot_rows` asserted that x holds R
+    // full rows from here, so every 8-float load at row j < R, block b < bpr stays inside x.
     unsafe {
-        while i < dst.len() {
-            let rows = (dst.len() - i).min(4);
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut mins = [0.0f32; 4];
-            for (b, blk) in w.iter().enumerate() {
-                let (qv, scale, min) = blk.unpack_avx();
-                let sv = _mm256_set1_ps(scale);
-                for j in 0..rows {
-                    let p = x.as_ptr().add((i + j) * k + b * 32);
-                    let mut t = _mm256_mul_ps(qv[0], _mm256_loadu_ps(p));
-                    t = _mm256_fmadd_ps(qv[1], _mm256_loadu_ps(p.add(8)), t);
-                    t = _mm256_fmadd_ps(qv[2], _mm256_loadu_ps(p.add(16)), t);
-                    t = _mm256_fmadd_ps(qv[3], _mm256_loadu_ps(p.add(24)), t);
-                    acc[j] = _mm256_fmadd_ps(t, sv, acc[j]);
-                    mins[j] += min * *xsum.get_unchecked((i + j) * bpr + b);
-                }
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0.0f32; R];
+        for (b, blk) in w.iter().enumerate() {
+            let (qv, scale, min) = blk.unpack_avx();
+            let sv = _mm256_set1_ps(scale);
+            for j in 0..R {
+                let p = x.as_ptr().add(j * k + b * 32);
+                let mut t = _mm256_mul_ps(qv[0], _mm256_loadu_ps(p));
+                t = _mm256_fmadd_ps(qv[1], _mm256_loadu_ps(p.add(8)), t);
+                t = _mm256_fmadd_ps(qv[2], _mm256_loadu_ps(p.add(16)), t);
+                t = _mm256_fmadd_ps(qv[3], _mm256_loadu_ps(p.add(24)), t);
+                acc[j] = _mm256_fmadd_ps(t, sv, acc[j]);
+                mins[j] += min * *xsum.get_unchecked(j * bpr + b);
             }
-            for j in 0..rows {
-                let hi = _mm256_extractf128_ps(acc[j], 1);
-                let s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j]), hi);
-                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                dst[i + j] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1))) + mins[j];
-            }
-            i += rows;
+        }
+        for j in 0..R {
+            let hi = _mm256_extractf128_ps(acc[j], 1);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j]), hi);
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            out[j] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1))) + mins[j];
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Llama family (Llama 2, Llama 3.x with `llama3` rope scaling, SmolLM2): pre-norm decoder, GQA, SwiGLU,
 //! RMSNorm, RoPE. https://huggingface.co/docs/transformers/model_doc/llama
 
-use super::{gguf_common, Architecture, HfFields};
+use super::{gguf_common, hf_common, Architecture, HfFields};
 use crate::config::{Llama3Scaling, ModelConfig, RopeStyle};
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
@@ -15,25 +15,12 @@ pub const ARCH: Architecture = Architecture {
 
 fn from_hf(json: &serde_json::Value) -> Result<ModelConfig> {
     let f = HfFields(json);
-    let hidden_size = f.usize("hidden_size")?;
-    let num_heads = f.usize("num_attention_heads")?;
-    let cfg = ModelConfig {
-        arch: "llama".into(),
-        vocab_size: f.usize("vocab_size")?,
-        hidden_size,
-        intermediate_size: f.usize("intermediate_size")?,
-        num_layers: f.usize("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads),
-        head_dim: f.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads.max(1)),
-        rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
-        rope_theta: f.f64_or("rope_theta", 10_000.0)?,
-        rope_scaling: rope_scaling(json)?,
-        rope_style: RopeStyle::Half,
-        max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(4096),
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", false),
-        attention_bias: f.bool_or("attention_bias", false),
-    };
+    let mut cfg = hf_common(json, "llama", 10_000.0, 4096)?;
+    if let Some(hd) = f.opt_usize("head_dim")? {
+        cfg.head_dim = hd;
+    }
+    cfg.rope_scaling = rope_scaling(json)?;
+    cfg.attention_bias = f.bool_or("attention_bias", false);
     cfg.validate()?;
     Ok(cfg)
 }

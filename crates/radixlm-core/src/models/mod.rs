@@ -87,6 +87,31 @@ impl HfFields<'_> {
     }
 }
 
+/// `config.json` fields shared by Llama-like architectures; each architecture file then adjusts what
+/// differs (rope scaling, biases, head_dim rules).
+pub(crate) fn hf_common(json: &serde_json::Value, arch: &str, rope_theta_default: f64, max_pos_default: usize) -> Result<ModelConfig> {
+    let f = HfFields(json);
+    let hidden_size = f.usize("hidden_size")?;
+    let num_heads = f.usize("num_attention_heads")?;
+    Ok(ModelConfig {
+        arch: arch.into(),
+        vocab_size: f.usize("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.usize("intermediate_size")?,
+        num_layers: f.usize("num_hidden_layers")?,
+        num_heads,
+        num_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads),
+        head_dim: hidden_size / num_heads.max(1),
+        rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
+        rope_theta: f.f64_or("rope_theta", rope_theta_default)?,
+        rope_scaling: None,
+        rope_style: crate::config::RopeStyle::Half,
+        max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(max_pos_default),
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false),
+        attention_bias: false,
+    })
+}
+
 /// GGUF metadata keys are `{arch}.{key}`; all Llama-like architectures share this set.
 pub(crate) fn gguf_common(
     file: &GgufFile,

@@ -1,7 +1,7 @@
 //! Qwen2 / Qwen2.5: the Llama decoder with biases on the Q/K/V projections and (small sizes) tied
 //! embeddings. https://huggingface.co/docs/transformers/model_doc/qwen2
 
-use super::{gguf_common, Architecture, HfFields};
+use super::{gguf_common, hf_common, Architecture};
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::Result;
 use crate::model::gguf::GgufFile;
@@ -14,26 +14,8 @@ pub const ARCH: Architecture = Architecture {
 };
 
 fn from_hf(json: &serde_json::Value) -> Result<ModelConfig> {
-    let f = HfFields(json);
-    let hidden_size = f.usize("hidden_size")?;
-    let num_heads = f.usize("num_attention_heads")?;
-    let cfg = ModelConfig {
-        arch: "qwen2".into(),
-        vocab_size: f.usize("vocab_size")?,
-        hidden_size,
-        intermediate_size: f.usize("intermediate_size")?,
-        num_layers: f.usize("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads),
-        head_dim: hidden_size / num_heads.max(1),
-        rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
-        rope_theta: f.f64_or("rope_theta", 1_000_000.0)?,
-        rope_scaling: None,
-        rope_style: RopeStyle::Half,
-        max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(32768),
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", false),
-        attention_bias: true,
-    };
+    let mut cfg = hf_common(json, "qwen2", 1_000_000.0, 32768)?;
+    cfg.attention_bias = true;
     cfg.validate()?;
     Ok(cfg)
 }

@@ -1,0 +1,230 @@
+//! The engine thread: owns scheduler, KV and model by value, drains commands, takes steps
+//! (schedule -> forward -> sample -> postprocess) and sends each request's events on its channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{Chunk, Command, Event, Output};
+use crate::error::{Error, ErrorCode};
+use crate::model::tokenizer::TokenizerInfo;
+use crate::request::{FinishReason, Request};
+use crate::runner::ModelRunner;
+use crate::scheduler::Scheduler;
+
+/// The engine thread's state. Owns everything by value.
+pub(crate) struct Worker {
+    sched: Scheduler,
+    runner: ModelRunner,
+    tokenizer: Option<Arc<TokenizerInfo>>,
+    /// Output channel and user-visible rid of every request not yet finished.
+    outputs: HashMap<u64, (UnboundedSender<Event>, String)>,
+    /// Request ids (user-visible) of requests not yet finished; duplicates are rejected as SGLang does.
+    live_rids: HashMap<String, u64>,
+    rx: Receiver<Command>,
+    closed: Arc<AtomicBool>,
+    steps: u64,
+    failures: u64,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        sched: Scheduler,
+        runner: ModelRunner,
+        tokenizer: Option<Arc<TokenizerInfo>>,
+        rx: Receiver<Command>,
+        closed: Arc<AtomicBool>,
+    ) -> Self {
+        Worker { sched, runner, tokenizer, outputs: HashMap::new(), live_rids: HashMap::new(), rx, closed, steps: 0, failures: 0 }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            // Block while idle; otherwise drain what arrived and take a step.
+            if self.sched.is_idle() {
+                match self.rx.recv() {
+                    Ok(c) => {
+                        if !self.handle(c) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            while let Ok(c) = self.rx.try_recv() {
+                if !self.handle(c) {
+                    stop = true;
+                    break;
+                }
+            }
+            if stop {
+                break;
+            }
+            if !self.sched.is_idle() {
+                self.step();
+            }
+        }
+        self.fail_all(ErrorCode::EngineShutdown, "the engine has been shut down");
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, c: Command) -> bool {
+        match c {
+            Command::Add(mut r, tx) => {
+                if self.live_rids.contains_key(&r.rid) {
+                    let msg = format!("rid `{}` is already in use by a running request", r.rid);
+                    let _ = tx.send(Event::Error(Error::invalid_input(msg)));
+                    return true;
+                }
+                self.live_rids.insert(r.rid.clone(), r.id);
+                if r.params.max_new_tokens == 0 {
+                    r.finish = Some(FinishReason::Length(0));
+                    self.outputs.insert(r.id, (tx, r.rid.clone()));
+                    self.finish(*r);
+                } else {
+                    self.outputs.insert(r.id, (tx, r.rid.clone()));
+                    self.sched.waiting.push_back(*r);
+                }
+            }
+            Command::Abort(id, why) => {
+                if let Some(mut r) = self.sched.take(id) {
+                    r.finish = Some(FinishReason::Abort(why));
+                    self.finish(r);
+                }
+            }
+            Command::Flush => {}
+            Command::Info(tx) => {
+                let _ = tx.send(self.info());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn info(&self) -> Value {
+        let pool = &self.sched.pool;
+        json!({
+            "poolPages": pool.total(),
+            "pagesFree": pool.free_pages(),
+            "pagesUsed": pool.total() - pool.free_pages(),
+            "pagesCached": 0,
+            "cacheHitRate": 0.0,
+            "running": self.sched.running.len(),
+            "waiting": self.sched.waiting.len(),
+            "steps": self.steps,
+            "retractions": self.sched.retractions,
+            "integrityFailures": self.failures,
+        })
+    }
+
+    fn step(&mut self) {
+        let (batch, rejected) = self.sched.schedule();
+        for r in rejected {
+            self.finish(r);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.steps += 1;
+        let result = self.runner.run(&self.sched.running, &batch);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                // A failed pass fails the requests in it; the engine keeps serving the rest.
+                let ids: Vec<u64> = batch.iter().map(|&(i, _)| self.sched.running[i].id).collect();
+                for id in ids {
+                    if let Some(r) = self.sched.take(id) {
+                        self.send(r.id, Event::Error(e.clone()), true);
+                    }
+                }
+                return;
+            }
+        };
+        let tk = self.tokenizer.clone();
+        let mut finished = Vec::new();
+        for (&(i, q), row) in batch.iter().zip(logits) {
+            let r = &mut self.sched.running[i];
+            r.kv_len += q;
+            let Some(mut row) = row else { continue };
+            let banned = r.banned_now().to_vec();
+            let token = r.sampler.sample(&mut row, &r.params, &banned);
+            r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
+            if r.finish.is_some() {
+                finished.push(r.id);
+            } else if r.stream {
+                let delta = r.release(tk.as_ref().map(|t| &t.tokenizer));
+                let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: r.output.len() };
+                let id = r.id;
+                self.send(id, Event::Chunk(chunk), false);
+            }
+        }
+        for id in finished {
+            if let Some(r) = self.sched.take(id) {
+                self.finish(r);
+            }
+        }
+        if self.sched.is_idle() {
+            if let Err(e) = self.sched.check_integrity() {
+                self.failures += 1;
+                debug_assert!(false, "{e}");
+            }
+        }
+    }
+
+    /// Sends the final event of a request whose pages are already returned.
+    fn finish(&mut self, mut r: Request) {
+        let tk = self.tokenizer.clone();
+        let finish = r.finish.clone().unwrap_or(FinishReason::Abort("unknown".into()));
+        if let FinishReason::Abort(msg) = &finish {
+            if msg == "prompt does not fit the KV pool" {
+                let e = Error::new(ErrorCode::PromptTooLong, format!("the prompt ({} tokens) does not fit the KV pool", r.prompt.len()));
+                self.send(r.id, Event::Error(e), true);
+                return;
+            }
+        }
+        let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
+        let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };
+        let out = Output {
+            rid: r.rid.clone(),
+            delta: tail,
+            delta_ids: if matches!(finish, FinishReason::Abort(_)) { Vec::new() } else { last_id },
+            text: r.text.text.clone(),
+            output_ids: r.output.clone(),
+            prompt_tokens: r.prompt.len(),
+            completion_tokens: r.output.len(),
+            cached_tokens: r.cached_tokens,
+            retractions: r.retractions,
+            e2e_latency: r.arrived.elapsed().as_secs_f64(),
+            finish,
+        };
+        self.send(r.id, Event::Done(out), true);
+    }
+
+    fn send(&mut self, id: u64, ev: Event, last: bool) {
+        if last {
+            if let Some((tx, rid)) = self.outputs.remove(&id) {
+                self.live_rids.remove(&rid);
+                let _ = tx.send(ev);
+            }
+        } else if let Some((tx, _)) = self.outputs.get(&id) {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn fail_all(&mut self, code: ErrorCode, msg: &str) {
+        let ids: Vec<u64> = self.sched.running.iter().chain(self.sched.waiting.iter()).map(|r| r.id).collect();
+        for id in ids {
+            self.sched.take(id);
+        }
+        self.live_rids.clear();
+        for (_, (tx, _)) in self.outputs.drain() {
+            let _ = tx.send(Event::Error(Error::new(code, msg)));
+        }
+    }
+}
