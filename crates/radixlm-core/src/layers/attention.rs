@@ -28,36 +28,38 @@ pub fn attend(layer: &LayerKv, ctx: &ForwardCtx, tokens: &[(usize, usize)], q: &
     let width = shape.kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
-    let head = |(i, o): (usize, &mut [f32])| {
-        let (t, h) = (i / shape.heads, i % shape.heads);
+    // One work item per (token, kv head): the query heads of a GQA group are adjacent in `out`, share
+    // the slot list and read the same K/V rows while they are in cache.
+    let item = |(i, o): (usize, &mut [f32])| {
+        let (t, g) = (i / shape.kv_heads, i % shape.kv_heads);
         let (s, pos) = tokens[t];
         let table = &ctx.seqs[s].page_table;
-        let qh = &q[i * hd..(i + 1) * hd];
-        let kv_off = (h / group) * hd;
-        let mut scores: Vec<f32> = (0..=pos)
-            .map(|p| {
-                let at = slot(table, ctx.page_size, p) * width + kv_off;
-                dot(qh, &layer.k[at..at + hd]) * scale
-            })
-            .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for x in scores.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        for (p, w) in scores.iter().enumerate() {
-            let at = slot(table, ctx.page_size, p) * width + kv_off;
-            axpy(w * inv, &layer.v[at..at + hd], o);
+        let rows: Vec<usize> = (0..=pos).map(|p| slot(table, ctx.page_size, p) * width + g * hd).collect();
+        let mut scores = vec![0.0f32; rows.len()];
+        for (hq, oh) in o.chunks_exact_mut(hd).enumerate() {
+            let h = g * group + hq;
+            let qh = &q[(t * shape.heads + h) * hd..(t * shape.heads + h + 1) * hd];
+            for (sc, &at) in scores.iter_mut().zip(&rows) {
+                *sc = dot(qh, &layer.k[at..at + hd]) * scale;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for x in scores.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for (w, &at) in scores.iter().zip(&rows) {
+                axpy(w * inv, &layer.v[at..at + hd], oh);
+            }
         }
     };
     // Below ~256k multiply-adds a parallel region costs more than it saves (decode of a few tokens).
     let work: usize = tokens.iter().map(|&(_, p)| p + 1).sum::<usize>() * shape.heads * hd;
     if work < 1 << 18 {
-        out.chunks_mut(hd).enumerate().for_each(head);
+        out.chunks_mut(group * hd).enumerate().for_each(item);
     } else {
-        out.par_chunks_mut(hd).enumerate().for_each(head);
+        out.par_chunks_mut(group * hd).enumerate().for_each(item);
     }
     out
 }
