@@ -104,26 +104,23 @@ impl QuantMatrix {
 }
 
 /// Fills out[i, r] for all activation rows i and weight rows r: `f(r, dst)` writes the m values of
-/// weight row r. Split over weight rows.
+/// weight row r. Split over weight rows: tasks fill disjoint slices of a weight-row-major buffer, which
+/// is already the answer when m == 1 and is transposed once otherwise.
 fn run_rows(out: &mut [f32], m: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    // Tasks own disjoint column ranges of `out`; transpose through a per-task buffer.
-    let tasks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|t| {
-            let r0 = t * ROWS_PER_TASK;
-            let r1 = (r0 + ROWS_PER_TASK).min(n);
-            let mut buf = vec![0.0f32; (r1 - r0) * m];
-            for (r, dst) in (r0..r1).zip(buf.chunks_exact_mut(m)) {
-                f(r, dst);
-            }
-            (r0, buf)
-        })
-        .collect();
-    for (r0, buf) in tasks {
-        for (j, chunk) in buf.chunks_exact(m).enumerate() {
-            for (i, v) in chunk.iter().enumerate() {
-                out[i * n + r0 + j] = *v;
-            }
+    let fill = |t: usize, chunk: &mut [f32]| {
+        for (j, dst) in chunk.chunks_exact_mut(m).enumerate() {
+            f(t * ROWS_PER_TASK + j, dst);
+        }
+    };
+    if m == 1 {
+        out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(t, c)| fill(t, c));
+        return;
+    }
+    let mut by_row = vec![0.0f32; n * m];
+    by_row.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(t, c)| fill(t, c));
+    for (r, vals) in by_row.chunks_exact(m).enumerate() {
+        for (i, v) in vals.iter().enumerate() {
+            out[i * n + r] = *v;
         }
     }
 }
