@@ -360,4 +360,43 @@ mod tests {
             }
         }
     }
+
+    /// The block kernels on their own, for every row count 1..=20 (each fixed-size pass and the
+    /// remainders), against the dequantized product.
+    #[test]
+    fn kernel_variants_agree() {
+        let (rows, cols) = (5, 128);
+        let w = Tensor::from_vec(data(rows * cols, 9), (rows, cols), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            let bytes = q.data().unwrap();
+            for m in 1..=20 {
+                let x = data(m * cols, m as u32);
+                for r in 0..rows {
+                    let want: Vec<f32> = (0..m).map(|i| (0..cols).map(|c| wd[r][c] * x[i * cols + c]).sum()).collect();
+                    let mut got = vec![0.0f32; m];
+                    let bpr = cols / 32;
+                    match dtype {
+                        GgmlDType::Q4_0 => {
+                            let wb: &[Q4_0] = cast(&bytes).unwrap();
+                            dot_rows(&wb[r * bpr..(r + 1) * bpr], &x, &mut got);
+                        }
+                        GgmlDType::Q4_1 => {
+                            let wb: &[Q4_1] = cast(&bytes).unwrap();
+                            dot_rows(&wb[r * bpr..(r + 1) * bpr], &x, &mut got);
+                        }
+                        _ => {
+                            let wb: &[Q8_0] = cast(&bytes).unwrap();
+                            dot_rows(&wb[r * bpr..(r + 1) * bpr], &x, &mut got);
+                        }
+                    }
+                    for i in 0..m {
+                        let tol = 1e-4 * (1.0 + want[i].abs());
+                        assert!((got[i] - want[i]).abs() < tol, "{dtype:?} m{m} r{r} row {i}: {} vs {}", got[i], want[i]);
+                    }
+                }
+            }
+        }
+    }
 }
