@@ -115,3 +115,68 @@ fn llama3_scale(freq: f64, s: &Llama3Scaling) -> f64 {
         (1.0 - smooth) * freq / s.factor + smooth * freq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama31_like(scaling: Option<Llama3Scaling>) -> ModelConfig {
+        ModelConfig {
+            arch: "llama".into(),
+            vocab_size: 128256,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_layers: 32,
+            num_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 128,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500000.0,
+            rope_scaling: scaling,
+            rope_style: RopeStyle::Half,
+            max_position_embeddings: 131072,
+            tie_word_embeddings: false,
+            attention_bias: false,
+        }
+    }
+
+    /// Llama 3.1's scaling (factor 8, low 1, high 4, original 8192): wavelengths below 8192/4 keep
+    /// their frequency, above 8192/1 are divided by 8, and in between the blend is monotonic.
+    #[test]
+    fn llama3_scaling_bands() {
+        let s = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192.0 };
+        let plain = llama31_like(None).rope_inv_freq();
+        let scaled = llama31_like(Some(s)).rope_inv_freq();
+        let mut seen = [false; 3];
+        for (i, (&p, &q)) in plain.iter().zip(&scaled).enumerate() {
+            let wavelen = 2.0 * std::f64::consts::PI / p as f64;
+            let ratio = q as f64 / p as f64;
+            if wavelen < 2048.0 {
+                assert!((ratio - 1.0).abs() < 1e-6, "pair {i} should be unscaled");
+                seen[0] = true;
+            } else if wavelen > 8192.0 {
+                assert!((ratio - 0.125).abs() < 1e-6, "pair {i} should be divided by 8");
+                seen[2] = true;
+            } else {
+                assert!(ratio < 1.0 && ratio > 0.125, "pair {i} should be blended, ratio {ratio}");
+                seen[1] = true;
+            }
+        }
+        assert_eq!(seen, [true; 3], "head_dim 128 at theta 5e5 spans all three bands");
+        // First pair is 1.0 (theta^0); the last is theta^(-126/128) / 8.
+        assert_eq!(scaled[0], 1.0);
+        let last = 500000f64.powf(-126.0 / 128.0) / 8.0;
+        assert!((scaled[63] as f64 - last).abs() / last < 1e-5);
+    }
+
+    #[test]
+    fn validation_rejects_inconsistent_heads() {
+        let mut c = llama31_like(None);
+        c.num_kv_heads = 5;
+        assert_eq!(c.validate().unwrap_err().code(), "ERR_INVALID_MODEL");
+        let mut c = llama31_like(None);
+        c.head_dim = 0;
+        assert!(c.validate().is_err());
+        assert!(llama31_like(None).validate().is_ok());
+    }
+}
