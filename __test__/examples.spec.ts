@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import * as http from 'node:http'
 import * as path from 'node:path'
 import test, { type ExecutionContext } from 'ava'
-import { modelPath, REPO_ROOT, sleep, useEngine, waitFor, withTimeout } from './helpers'
+import { modelPath, REPO_ROOT, runNode, sleep, useEngine, waitFor, withTimeout } from './helpers'
 
 const engine = useEngine(test)
 const EXAMPLES = path.join(REPO_ROOT, 'examples')
@@ -18,24 +18,8 @@ function childEnv(extra: Record<string, string> = {}) {
   return { ...process.env, RADIXLM_MODEL: modelPath(), RADIXLM_MAX_NEW_TOKENS: String(MAX_NEW_TOKENS), ...extra }
 }
 
-function runExample(file: string, ms = 60_000): Promise<{ code: number | null; stdout: string; stderr: string; timedOut: boolean }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(EXAMPLES, file)], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    let timedOut = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, ms)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr, timedOut })
-    })
-  })
+function runExample(file: string, ms = 60_000) {
+  return runNode([path.join(EXAMPLES, file)], childEnv(), ms)
 }
 
 /** The generated text printed after each "Generated text:" (up to the next prompt / separator / blank block). */

@@ -1,46 +1,15 @@
 // No native handle keeps Node alive: a script that uses an engine exits by itself, without process.exit.
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import test from 'ava'
-import { modelPath, REPO_ROOT } from './helpers'
+import { modelPath, REPO_ROOT, runNode, type ChildExit } from './helpers'
 
 const DIST = path.join(REPO_ROOT, 'dist', 'index.js')
 const EXIT_WITHIN_MS = 20_000
 
-interface Exit {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-  ms: number
-  timedOut: boolean
-}
-
 /** Runs `node -e script`; kills it if it has not exited within `ms`. */
-function runNode(script: string, ms = EXIT_WITHIN_MS): Promise<Exit> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now()
-    const child = spawn(process.execPath, ['-e', script], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, RADIXLM_MODEL: modelPath() },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    let timedOut = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, ms)
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - t0, timedOut })
-    })
-  })
+function runScript(script: string, ms = EXIT_WITHIN_MS): Promise<ChildExit> {
+  return runNode(['-e', script], { ...process.env, RADIXLM_MODEL: modelPath() }, ms)
 }
 
 const PRELUDE = `
@@ -53,7 +22,7 @@ test.before(() => {
   if (!fs.existsSync(DIST)) throw new Error(`${DIST} is missing: run \`npm run build:ts\` first`)
 })
 
-function assertExited(t: any, r: Exit) {
+function assertExited(t: any, r: ChildExit) {
   t.log(`exited in ${r.ms} ms`)
   t.false(r.timedOut, `the child did not exit within ${EXIT_WITHIN_MS / 1000} s (a handle keeps Node alive). stdout: ${r.stdout} stderr: ${r.stderr}`)
   t.is(r.code, 0, `exit code ${r.code} (signal ${r.signal}); stderr: ${r.stderr}`)
@@ -62,7 +31,7 @@ function assertExited(t: any, r: Exit) {
 }
 
 test('engine created, used, shut down: the process exits by itself with code 0', async (t) => {
-  const r = await runNode(`${PRELUDE}
+  const r = await runScript(`${PRELUDE}
 const llm = new Engine({ modelPath });
 console.log('TEXT:' + JSON.stringify(llm.generateSync('Hello', sp).text));
 llm.generate('Hello', sp).then((o) => {
@@ -75,7 +44,7 @@ llm.generate('Hello', sp).then((o) => {
 })
 
 test('Engine.create + async stream + shutdown: exits by itself', async (t) => {
-  const r = await runNode(`${PRELUDE}
+  const r = await runScript(`${PRELUDE}
 (async () => {
   const llm = await Engine.create({ modelPath });
   let text = '';
@@ -89,7 +58,7 @@ test('Engine.create + async stream + shutdown: exits by itself', async (t) => {
 })
 
 test('engine never shut down (goes out of scope): the process still exits by itself', async (t) => {
-  const r = await runNode(`${PRELUDE}
+  const r = await runScript(`${PRELUDE}
 (async () => {
   const llm = new Engine({ modelPath });
   const o = await llm.generate('Hello', sp);
@@ -101,7 +70,7 @@ test('engine never shut down (goes out of scope): the process still exits by its
 })
 
 test('stream left early (break) and engine never shut down: exits by itself', async (t) => {
-  const r = await runNode(`${PRELUDE}
+  const r = await runScript(`${PRELUDE}
 (async () => {
   const llm = await Engine.create({ modelPath });
   for await (const c of llm.generateStream('Hello', { temperature: 0, maxNewTokens: 500, ignoreEos: true })) {
@@ -116,7 +85,7 @@ test('stream left early (break) and engine never shut down: exits by itself', as
 })
 
 test('shutdown with requests in flight: they reject, and the process exits by itself', async (t) => {
-  const r = await runNode(`${PRELUDE}
+  const r = await runScript(`${PRELUDE}
 (async () => {
   const llm = new Engine({ modelPath });
   const p = llm.generate('Hello', { maxNewTokens: 500, ignoreEos: true });

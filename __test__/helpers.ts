@@ -1,4 +1,5 @@
 // Shared test helpers: where the model lives, and one Engine per spec file.
+import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -73,4 +74,35 @@ export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'ti
   } finally {
     clearTimeout(timer)
   }
+}
+
+export interface ChildExit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  ms: number
+  timedOut: boolean
+}
+
+/** Runs `node ...args` from the repo root with `env`; kills it (SIGKILL) if it is still running after `ms`. */
+export function runNode(args: string[], env: NodeJS.ProcessEnv, ms: number): Promise<ChildExit> {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now()
+    const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, ms)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - t0, timedOut })
+    })
+  })
 }
