@@ -6,7 +6,7 @@ import * as path from 'node:path'
 import type { TestFn } from 'ava'
 import { Engine, RadixLMError, type EngineOptions } from '../index'
 
-export const DEFAULT_MODEL = path.join(os.homedir(), '.cache', 'radixlm', 'SmolLM2-135M-Instruct.Q4_1.gguf')
+export const DEFAULT_MODEL = path.join(process.env.RADIXLM_CACHE || path.join(os.homedir(), '.cache', 'radixlm'), 'SmolLM2-135M-Instruct.Q4_1.gguf')
 export const REPO_ROOT = path.join(__dirname, '..')
 
 /** The model under test: $RADIXLM_MODEL or the default GGUF. Throws (the test fails, never skips) when missing. */

@@ -14,7 +14,7 @@ import path from 'node:path'
 import radixlm from '../dist/index.js'
 
 const { Engine, RadixLMError } = radixlm
-const modelPath = process.env.RADIXLM_MODEL || path.join(os.homedir(), '.cache', 'radixlm', 'SmolLM2-135M-Instruct.Q4_1.gguf')
+const modelPath = process.env.RADIXLM_MODEL || path.join(process.env.RADIXLM_CACHE || path.join(os.homedir(), '.cache', 'radixlm'), 'SmolLM2-135M-Instruct.Q4_1.gguf')
 const defaultMaxNewTokens = Number(process.env.RADIXLM_MAX_NEW_TOKENS || 128)
 
 const llm = await Engine.create({ modelPath })
