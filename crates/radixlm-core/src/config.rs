@@ -59,10 +59,10 @@ impl ModelConfig {
         if !in_range(self.num_heads) || !in_range(self.num_kv_heads) || !in_range(self.head_dim) {
             return bad("attention head counts out of range");
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad("num_attention_heads must be a multiple of num_key_value_heads");
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim must be even for RoPE");
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {

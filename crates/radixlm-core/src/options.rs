@@ -57,7 +57,7 @@ fn bad(key: &str, why: &str) -> Error {
 
 fn positive(key: &str, v: &Value) -> Result<usize> {
     v.as_u64()
-        .filter(|&n| n >= 1 && n <= (1u64 << 40))
+        .filter(|&n| (1..=(1u64 << 40)).contains(&n))
         .map(|n| n as usize)
         .ok_or_else(|| bad(key, "must be a positive integer"))
 }

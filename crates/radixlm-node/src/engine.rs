@@ -95,13 +95,13 @@ impl NativeEngine {
 
     #[napi]
     pub fn tokenize(&self, text: String) -> napi::Result<Vec<u32>> {
-        let tk = self.inner.tokenizer().ok_or_else(|| no_tokenizer())?;
+        let tk = self.inner.tokenizer().ok_or_else(no_tokenizer)?;
         tk.encode(&text).map_err(to_napi)
     }
 
     #[napi]
     pub fn detokenize(&self, ids: Vec<u32>, skip_special_tokens: Option<bool>) -> napi::Result<String> {
-        let tk = self.inner.tokenizer().ok_or_else(|| no_tokenizer())?;
+        let tk = self.inner.tokenizer().ok_or_else(no_tokenizer)?;
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.inner.vocab_size()) {
             return Err(napi::Error::from_reason(format!("[ERR_INVALID_INPUT] token id {bad} is outside the vocabulary")));
         }

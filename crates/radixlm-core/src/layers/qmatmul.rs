@@ -130,7 +130,7 @@ fn run_rows(out: &mut [f32], m: usize, n: usize, f: impl Fn(usize, &mut [f32]) +
 /// checked anyway, since a wrong cast would be undefined behaviour.
 fn cast<T>(data: &[u8]) -> Result<&[T]> {
     let size = std::mem::size_of::<T>();
-    if data.len() % size != 0 || data.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+    if !data.len().is_multiple_of(size) || !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(Error::internal("quantized weight storage has an unexpected layout"));
     }
     // SAFETY: length and alignment checked; T is a plain-old-data block struct (u16/u8/i8 fields).
@@ -306,7 +306,7 @@ fn pass<W: Block, const R: usize>(w: &[W], x: &[f32], out: &mut [f32]) {
             let (qv, scale, min) = blk.unpack_avx();
             let (sv, mv) = (_mm256_set1_ps(scale), _mm256_set1_ps(min));
             let wv = qv.map(|q| _mm256_fmadd_ps(q, sv, mv));
-            for j in 0..R {
+            for (j, a) in acc.iter_mut().enumerate() {
                 let p = x.as_ptr().add(j * k + b * 32);
                 // The block's partial sum starts fresh, so only one add per block is loop-carried
                 // (a chain of four FMAs through acc would make a single row latency-bound).
@@ -314,7 +314,7 @@ fn pass<W: Block, const R: usize>(w: &[W], x: &[f32], out: &mut [f32]) {
                 t = _mm256_fmadd_ps(wv[1], _mm256_loadu_ps(p.add(8)), t);
                 t = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(p.add(16)), t);
                 t = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(p.add(24)), t);
-                acc[j] = _mm256_add_ps(acc[j], t);
+                *a = _mm256_add_ps(*a, t);
             }
         }
         for j in 0..R {

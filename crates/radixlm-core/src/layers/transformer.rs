@@ -139,7 +139,7 @@ impl Transformer {
         for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
             let hn = rms_norm(&x, &layer.attn_norm, eps);
             let qkv = layer.qkv.forward(&hn, n)?;
-            (q.clear(), k.clear(), v.clear());
+            q.clear(); k.clear(); v.clear();
             for row in qkv.chunks_exact(qs + 2 * kvs) {
                 q.extend_from_slice(&row[..qs]);
                 k.extend_from_slice(&row[qs..qs + kvs]);

@@ -129,7 +129,7 @@ pub fn sample_filtered(logits: &[f32], temperature: f32, top_k: Option<usize>, t
 fn sort_top(probs: &mut [(f32, u32)], k: usize, mass: f32) {
     let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     let want = k.min(probs.len());
-    let mut m = want.min(256).max(1);
+    let mut m = want.clamp(1, 256);
     loop {
         if m < probs.len() {
             probs.select_nth_unstable_by(m - 1, desc);
