@@ -46,14 +46,21 @@ impl Scheduler {
         self.running.iter().chain(self.waiting.iter()).map(|r| r.pages.len()).sum()
     }
 
-    /// Requests that can never fit the pool are finished here (`ERR_PROMPT_TOO_LONG` upstream).
-    pub fn schedule(&mut self) -> (Batch, Vec<Request>) {
+    /// Returns the batch, requests finished by the pool's size (`length`), and waiting prompts that
+    /// can never fit the pool (`ERR_PROMPT_TOO_LONG` upstream).
+    pub fn schedule(&mut self) -> (Batch, Vec<Request>, Vec<Request>) {
         let mut rejected = Vec::new();
+        let mut never_fit = Vec::new();
         while let Some(front) = self.waiting.front() {
             if self.pages_for(front.seq_len() + 1) > self.pool.total() {
                 let mut r = self.waiting.pop_front().unwrap();
-                r.finish = Some(FinishReason::Abort("prompt does not fit the KV pool".into()));
-                rejected.push(r);
+                if r.output.is_empty() {
+                    never_fit.push(r);
+                } else {
+                    // Retracted after growing to the pool's size: it ends like any request out of room.
+                    r.finish = Some(FinishReason::Length(r.output.len()));
+                    rejected.push(r);
+                }
                 continue;
             }
             if self.running.len() >= self.cfg.max_running
@@ -93,7 +100,7 @@ impl Scheduler {
             batch.push((i, q));
             i += 1;
         }
-        (batch, rejected)
+        (batch, rejected, never_fit)
     }
 
     fn retract_youngest(&mut self) {

@@ -124,9 +124,13 @@ impl Worker {
     }
 
     fn step(&mut self) {
-        let (batch, rejected) = self.sched.schedule();
+        let (batch, rejected, never_fit) = self.sched.schedule();
         for r in rejected {
             self.finish(r);
+        }
+        for r in never_fit {
+            let e = Error::new(ErrorCode::PromptTooLong, format!("the prompt ({} tokens) does not fit the KV pool", r.prompt.len()));
+            self.send(r.id, Event::Error(e), true);
         }
         if batch.is_empty() {
             return;
@@ -181,13 +185,6 @@ impl Worker {
     fn finish(&mut self, mut r: Request) {
         let tk = self.tokenizer.clone();
         let finish = r.finish.clone().unwrap_or(FinishReason::Abort("unknown".into()));
-        if let FinishReason::Abort(msg) = &finish {
-            if msg == "prompt does not fit the KV pool" {
-                let e = Error::new(ErrorCode::PromptTooLong, format!("the prompt ({} tokens) does not fit the KV pool", r.prompt.len()));
-                self.send(r.id, Event::Error(e), true);
-                return;
-            }
-        }
         let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
         let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };
         let out = Output {
