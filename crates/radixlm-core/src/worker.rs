@@ -83,12 +83,11 @@ impl Worker {
                     return true;
                 }
                 self.live_rids.insert(r.rid.clone(), r.id);
+                self.outputs.insert(r.id, (tx, r.rid.clone()));
                 if r.params.max_new_tokens == 0 {
                     r.finish = Some(FinishReason::Length(0));
-                    self.outputs.insert(r.id, (tx, r.rid.clone()));
                     self.finish(*r);
                 } else {
-                    self.outputs.insert(r.id, (tx, r.rid.clone()));
                     self.sched.waiting.push_back(*r);
                 }
             }
@@ -187,17 +186,18 @@ impl Worker {
         let finish = r.finish.clone().unwrap_or(FinishReason::Abort("unknown".into()));
         let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
         let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };
+        // The request ends here: its text and ids move into the output.
         let out = Output {
-            rid: r.rid.clone(),
             delta: tail,
             delta_ids: if matches!(finish, FinishReason::Abort(_)) { Vec::new() } else { last_id },
-            text: r.text.text.clone(),
-            output_ids: r.output.clone(),
             prompt_tokens: r.prompt.len(),
             completion_tokens: r.output.len(),
             cached_tokens: r.cached_tokens,
             retractions: r.retractions,
             e2e_latency: r.arrived.elapsed().as_secs_f64(),
+            rid: std::mem::take(&mut r.rid),
+            text: std::mem::take(&mut r.text.text),
+            output_ids: std::mem::take(&mut r.output),
             finish,
         };
         self.send(r.id, Event::Done(out), true);
