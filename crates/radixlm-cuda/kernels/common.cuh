@@ -1,0 +1,56 @@
+// Shared helpers for radixlm's kernels: bf16 <-> f32 conversion, 16-byte vector load/store of 8 bf16,
+// warp and block sums. Conventions for every kernel in this folder:
+// - storage is bf16 (__nv_bfloat16), all arithmetic and accumulation is f32, each output is rounded to
+//   bf16 once (round-to-nearest-even);
+// - tensors are row-major and contiguous unless a stride argument says otherwise; offsets that can
+//   pass 2^31 elements are computed in int64;
+// - a `vec` argument set by the host means "every row length is a multiple of 8 and every pointer is
+//   16-byte aligned": the kernel then moves 8 bf16 per 128-bit access, otherwise one element at a time;
+// - blockDim.x is a multiple of 32 and at most 1024 (the host launchers guarantee it).
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float bf2f(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ bf16 f2bf(float v) { return __float2bfloat16_rn(v); }
+// The value a float has once stored as bf16 (and read back).
+__device__ __forceinline__ float round_bf16(float v) { return bf2f(f2bf(v)); }
+
+__device__ __forceinline__ void load8(const bf16* p, float out[8]) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void store8(bf16* p, const float in[8]) {
+    uint4 u;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+    *reinterpret_cast<uint4*>(p) = u;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the whole block; every thread gets the result. Call at most once per kernel (the shared
+// scratch is not re-synchronised for a second use).
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? partial[lane] : 0.0f;
+    return warp_sum(v);  // every warp reduces the partials, so all threads hold the total
+}

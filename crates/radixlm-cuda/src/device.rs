@@ -1,0 +1,97 @@
+//! The CUDA device as the rest of radixlm sees it: one context, one stream, the kernel modules.
+
+use crate::{ptx, Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+/// Kernel handles, loaded once per device.
+pub(crate) struct Kernels {
+    pub embedding: CudaFunction,
+    pub rmsnorm: CudaFunction,
+    pub fused_add_rmsnorm: CudaFunction,
+    pub silu_and_mul: CudaFunction,
+    /// Indexed by [`Kernels::rope_index`].
+    pub rope_kv: [CudaFunction; 4],
+}
+
+impl Kernels {
+    pub fn rope_index(neox: bool, table: bool) -> usize {
+        (neox as usize) * 2 + table as usize
+    }
+}
+
+/// A GPU with radixlm's kernels loaded. All work goes to one non-default stream (so that it can be
+/// captured into CUDA graphs later). cudarc's per-buffer event tracking is turned off: with a single
+/// stream, stream order already orders every use, and events would only add launch overhead and get
+/// in the way of graph capture. Buffers passed to the launchers must be allocated on [`Device::stream`].
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) k: Kernels,
+}
+
+impl Device {
+    /// Opens GPU `ordinal`. Without a driver this is [`Error::NoDriver`], not a crash: libcuda is
+    /// loaded at run time, so a CUDA build of radixlm still starts on a machine without one.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // cudarc panics on first use if libcuda is missing; ask first.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::NoDriver);
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: nothing has been allocated on this context yet, and we use a single stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let (major, minor) = ctx.compute_capability()?;
+        let device = ctx.name()?;
+        let load = |module: &'static str, src: &str| -> Result<Arc<CudaModule>> {
+            ctx.load_module(Ptx::from_src(src))
+                .map_err(|source| Error::ModuleLoad {
+                    module,
+                    arch: ptx::ARCH,
+                    device: device.clone(),
+                    major,
+                    minor,
+                    source,
+                })
+        };
+        let embedding = load("embedding", ptx::EMBEDDING)?;
+        let rmsnorm = load("rmsnorm", ptx::RMSNORM)?;
+        let activation = load("activation", ptx::ACTIVATION)?;
+        let rope = load("rope", ptx::ROPE)?;
+        let k = Kernels {
+            embedding: embedding.load_function("embedding_bf16")?,
+            rmsnorm: rmsnorm.load_function("rmsnorm_bf16")?,
+            fused_add_rmsnorm: rmsnorm.load_function("fused_add_rmsnorm_bf16")?,
+            silu_and_mul: activation.load_function("silu_and_mul_bf16")?,
+            rope_kv: [
+                rope.load_function("rope_kv_interleaved_freq_bf16")?,
+                rope.load_function("rope_kv_interleaved_table_bf16")?,
+                rope.load_function("rope_kv_neox_freq_bf16")?,
+                rope.load_function("rope_kv_neox_table_bf16")?,
+            ],
+        };
+        Ok(Device { ctx, stream, k })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launcher uses; allocate and copy through it.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Device name and compute capability, e.g. `NVIDIA H100 80GB HBM3 (sm_90)`.
+    pub fn describe(&self) -> Result<String> {
+        let (major, minor) = self.ctx.compute_capability()?;
+        Ok(format!("{} (sm_{major}{minor})", self.ctx.name()?))
+    }
+
+    /// Waits for all work queued on the stream; reports any asynchronous kernel fault.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+}

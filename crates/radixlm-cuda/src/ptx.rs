@@ -1,0 +1,15 @@
+//! The PTX that build.rs compiled from kernels/*.cu, one module per file.
+
+macro_rules! ptx {
+    ($name:literal) => {
+        include_str!(concat!(env!("OUT_DIR"), "/", $name, ".ptx"))
+    };
+}
+
+/// The `-arch` the PTX was built for (build.rs, RADIXLM_CUDA_ARCH).
+pub const ARCH: &str = env!("RADIXLM_CUDA_ARCH_BUILT");
+
+pub const ACTIVATION: &str = ptx!("activation");
+pub const EMBEDDING: &str = ptx!("embedding");
+pub const RMSNORM: &str = ptx!("rmsnorm");
+pub const ROPE: &str = ptx!("rope");
