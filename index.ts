@@ -235,6 +235,77 @@ class StreamState {
   }
 }
 
+// --- Chat: the model's own chat template, rendered in Rust like transformers' apply_chat_template ---
+
+/** A chat message: `role`, `content` (a string or a list of parts) and whatever else the template reads
+ * (`tool_calls`, `name`, `reasoning_content`...). It reaches the template as JSON; null keys are dropped. */
+export interface ChatMessage {
+  role: string
+  content?: string | object[] | null
+  [key: string]: unknown
+}
+export type Conversation = ChatMessage[]
+
+export interface CamelChatTemplateOptions {
+  /** Function schemas (OpenAI-style `{ type: 'function', function: { name, description, parameters } }`). */
+  tools?: object[]
+  /** Documents for retrieval-augmented templates (`{ title, text }` objects). */
+  documents?: object[]
+  /** Extra template variables, passed as they are (e.g. `{ enable_thinking: false }`). */
+  chatTemplateKwargs?: Record<string, unknown>
+}
+export type ChatTemplateOptions = WithSnakeCase<CamelChatTemplateOptions>
+export type ApplyChatTemplateOptions = WithSnakeCase<
+  CamelChatTemplateOptions & {
+    /** Append the assistant turn's opening (default true, unlike transformers' false: it is what generation needs). */
+    addGenerationPrompt?: boolean
+  }
+> & {
+  /** Return token ids instead of text (the rendered text tokenized without adding special tokens again). */
+  tokenize?: boolean
+}
+/** `chat*` options: the generate options plus the template's. */
+export type ChatOptions = GenerateOptions & ChatTemplateOptions
+
+const CHAT_TEMPLATE_KEYS = ['tools', 'documents', 'chatTemplateKwargs', 'chat_template_kwargs']
+
+/** One conversation or a batch of them: `single` tells which, for the shape of the result. */
+function conversations(messages: unknown): { convs: unknown[][]; single: boolean } {
+  const bad = (what: string) => new RadixLMError('ERR_INVALID_INPUT', what)
+  if (!Array.isArray(messages)) throw bad('messages must be an array of message objects (or an array of such arrays)')
+  const batch = messages.length > 0 && messages.every((m) => Array.isArray(m))
+  if (!batch && messages.some((m) => Array.isArray(m))) throw bad('messages mixes message objects and conversations')
+  const convs = batch ? (messages as unknown[][]) : [messages]
+  convs.forEach((conv, c) =>
+    conv.forEach((m, i) => {
+      if (!m || typeof m !== 'object' || Array.isArray(m)) {
+        throw bad(`${batch ? `messages[${c}]` : 'messages'}[${i}] must be a message object ({ role, content, ... })`)
+      }
+    }),
+  )
+  return { convs, single: !batch }
+}
+
+/** Splits chat options into the template's keys and the generate options. */
+function splitChatOptions(options: ChatOptions | undefined): { template: Record<string, unknown>; generate: GenerateOptions } {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new RadixLMError('ERR_INVALID_INPUT', 'options must be an object')
+  }
+  const template: Record<string, unknown> = {}
+  const generate: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(options ?? {})) (CHAT_TEMPLATE_KEYS.includes(k) ? template : generate)[k] = v
+  return { template, generate: generate as GenerateOptions }
+}
+
+/** The native request: JSON text, so object key order (tool schemas printed by `tojson`) survives. */
+function chatRequestJson(messages: unknown[], template: Record<string, unknown>): string {
+  try {
+    return JSON.stringify({ ...template, messages })
+  } catch (e) {
+    throw new RadixLMError('ERR_INVALID_INPUT', `messages / options are not JSON-serializable: ${(e as Error).message}`)
+  }
+}
+
 /** Set only during Engine.create, for the constructor to adopt. */
 let adopted: NativeEngine | null = null
 
@@ -374,6 +445,70 @@ export class Engine {
       options.signal?.removeEventListener('abort', onAbort)
       for (const r of reqs) r.abort()
     }
+  }
+
+  // --- Chat ---
+
+  /**
+   * Renders `messages` with the model's chat template (like transformers' `apply_chat_template`, but
+   * `addGenerationPrompt` defaults to true). A batch of conversations gives an array.
+   */
+  applyChatTemplate(messages: Conversation, options?: ApplyChatTemplateOptions & { tokenize?: false }): string
+  applyChatTemplate(messages: Conversation, options: ApplyChatTemplateOptions & { tokenize: true }): number[]
+  applyChatTemplate(messages: Conversation[], options?: ApplyChatTemplateOptions & { tokenize?: false }): string[]
+  applyChatTemplate(messages: Conversation[], options: ApplyChatTemplateOptions & { tokenize: true }): number[][]
+  applyChatTemplate(messages: Conversation | Conversation[], options?: ApplyChatTemplateOptions): string | number[] | string[] | number[][]
+  applyChatTemplate(messages: Conversation | Conversation[], options: ApplyChatTemplateOptions = {}) {
+    if (options === null || typeof options !== 'object') throw new RadixLMError('ERR_INVALID_INPUT', 'options must be an object')
+    const { tokenize = false, ...template } = options
+    if (typeof tokenize !== 'boolean') throw new RadixLMError('ERR_INVALID_INPUT', 'options.tokenize must be a boolean')
+    const out = this.#renderChat(messages, template, tokenize)
+    return out.single ? out.rendered[0] : out.rendered
+  }
+
+  #renderChat(messages: unknown, template: Record<string, unknown>, tokenize: boolean) {
+    const { convs, single } = conversations(messages)
+    const engine = this.#engine
+    const rendered = convs.map((conv) => call(() => engine.applyChatTemplate(chatRequestJson(conv, template), tokenize)))
+    return { rendered: rendered as string[] | number[][], single }
+  }
+
+  /** The chat template's token ids (generation prompt added) as a generate prompt, and the generate options. */
+  #chatPrompt(messages: unknown, options: ChatOptions | undefined) {
+    const { template, generate } = splitChatOptions(options)
+    const { rendered, single } = this.#renderChat(messages, template, true)
+    const ids = rendered as number[][]
+    return { prompt: { inputIds: single ? ids[0] : ids }, options: generate }
+  }
+
+  /** Chat, non-streaming, async: renders the chat template, then generates from its token ids. */
+  chat(messages: Conversation, samplingParams?: SamplingParams, options?: ChatOptions): Promise<GenerateOutput>
+  chat(messages: Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Promise<GenerateOutput[]>
+  chat(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Promise<GenerateOutput | GenerateOutput[]>
+  async chat(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions) {
+    const c = this.#chatPrompt(messages, options)
+    return this.generate(c.prompt, samplingParams, c.options)
+  }
+
+  /** Chat, non-streaming, blocking. */
+  chatSync(messages: Conversation, samplingParams?: SamplingParams, options?: ChatOptions): GenerateOutput
+  chatSync(messages: Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): GenerateOutput[]
+  chatSync(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): GenerateOutput | GenerateOutput[]
+  chatSync(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions) {
+    const c = this.#chatPrompt(messages, options)
+    return this.generateSync(c.prompt, samplingParams, c.options)
+  }
+
+  /** Chat, streaming, async iterator (chunks as in `generateStream`). */
+  async *chatStream(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): AsyncGenerator<StreamChunk> {
+    const c = this.#chatPrompt(messages, options)
+    yield* this.generateStream(c.prompt, samplingParams, c.options)
+  }
+
+  /** Chat, streaming, blocking iterator. */
+  *chatStreamSync(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Generator<StreamChunk> {
+    const c = this.#chatPrompt(messages, options)
+    yield* this.generateStreamSync(c.prompt, samplingParams, c.options)
   }
 
   tokenize(text: string): number[] {

@@ -38,6 +38,7 @@ const OFFLINE: [string, number][] = [
   ['offline-stream-sync.mjs', 4],
   ['offline-async.mjs', 3],
   ['offline-async-stream.mjs', 3],
+  ['offline-chat.mjs', 4],
 ]
 
 for (const [file, prompts] of OFFLINE) {
@@ -56,6 +57,12 @@ test('examples/offline-stream-sync.mjs reports the finish reason of the chunk-by
   const r = await runExample('offline-stream-sync.mjs')
   t.is(r.code, 0)
   t.regex(r.stdout, /\[finish: \{.*"type":"(length|stop)".*\}, \d+ tokens\]/)
+})
+
+test('examples/offline-chat.mjs prints the rendered chat template, ending with the assistant turn', async (t) => {
+  const r = await runExample('offline-chat.mjs')
+  t.is(r.code, 0, `exit code ${r.code}; stderr: ${r.stderr}`)
+  t.regex(r.stdout, /<\|im_start\|>user\nWhat is the capital of France\?<\|im_end\|>\n<\|im_start\|>assistant\n/)
 })
 
 // --- custom-server.mjs ---

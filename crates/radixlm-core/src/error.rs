@@ -14,6 +14,8 @@ pub enum ErrorCode {
     EngineShutdown,
     Aborted,
     Download,
+    /// The model has no chat template, or its template failed to compile or render (raise_exception included).
+    ChatTemplate,
     Internal,
 }
 
@@ -29,6 +31,7 @@ impl ErrorCode {
             ErrorCode::EngineShutdown => "ERR_ENGINE_SHUTDOWN",
             ErrorCode::Aborted => "ERR_ABORTED",
             ErrorCode::Download => "ERR_DOWNLOAD",
+            ErrorCode::ChatTemplate => "ERR_CHAT_TEMPLATE",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }

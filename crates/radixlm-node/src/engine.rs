@@ -99,6 +99,21 @@ impl NativeEngine {
         tk.encode(&text).map_err(to_napi)
     }
 
+    /// Renders the model's chat template. `request` is the JSON text of `{ messages, tools?, documents?,
+    /// chatTemplateKwargs?, addGenerationPrompt? }` (text, so object key order survives); with `tokenize`,
+    /// returns the token ids of the rendered text, special tokens not added again.
+    #[napi(ts_return_type = "string | Array<number>")]
+    pub fn apply_chat_template(&self, request: String, tokenize: bool) -> napi::Result<Either<String, Vec<u32>>> {
+        let tk = self.inner.tokenizer().ok_or_else(no_tokenizer)?;
+        let req = radixlm_core::chat_template::ChatRequest::from_json(&request).map_err(to_napi)?;
+        let text = tk.apply_chat_template(&req).map_err(to_napi)?;
+        if tokenize {
+            Ok(Either::B(tk.encode_with(&text, false).map_err(to_napi)?))
+        } else {
+            Ok(Either::A(text))
+        }
+    }
+
     #[napi]
     pub fn detokenize(&self, ids: Vec<u32>, skip_special_tokens: Option<bool>) -> napi::Result<String> {
         let tk = self.inner.tokenizer().ok_or_else(no_tokenizer)?;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -19,7 +20,8 @@ use tokenizers::tokenizer::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::gguf::GgufFile;
-use crate::error::{Error, Result};
+use crate::chat_template::{ChatRequest, ChatTemplate};
+use crate::error::{Error, ErrorCode, Result};
 
 /// Sampling defaults a model ships in generation_config.json (SGLang's `sampling_defaults="model"`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,6 +40,8 @@ pub struct TokenizerInfo {
     pub eos_token: Option<String>,
     pub chat_template: Option<String>,
     pub defaults: GenerationDefaults,
+    /// `chat_template` compiled on first use (a broken template must not stop the model from loading).
+    compiled_chat_template: OnceLock<Result<ChatTemplate>>,
 }
 
 const REGEX_LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -110,6 +114,7 @@ impl TokenizerInfo {
             eos_token: name(eos),
             chat_template: file.meta_str("tokenizer.chat_template")?,
             defaults: GenerationDefaults::default(),
+            compiled_chat_template: OnceLock::new(),
         })
     }
 
@@ -160,15 +165,48 @@ impl TokenizerInfo {
             top_k: gc.as_ref().and_then(|g| g.get("top_k")).and_then(|v| v.as_i64()),
             min_p: num("min_p"),
         };
-        Ok(TokenizerInfo { tokenizer, eos_ids: eos.into_iter().collect(), bos_token, eos_token, chat_template, defaults })
+        Ok(TokenizerInfo {
+            tokenizer,
+            eos_ids: eos.into_iter().collect(),
+            bos_token,
+            eos_token,
+            chat_template,
+            defaults,
+            compiled_chat_template: OnceLock::new(),
+        })
     }
 
+    /// Token ids of a prompt, with the model's special tokens added (e.g. a BOS where the tokenizer asks).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// `add_special_tokens = false` is what a rendered chat template needs: the template already wrote
+    /// BOS and friends as text (transformers tokenizes chat templates the same way).
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode(text, add_special_tokens)
             .map_err(|e| Error::invalid_input(format!("tokenization failed: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// The model's chat template, compiled once. ERR_CHAT_TEMPLATE when the model has none or it does not
+    /// compile.
+    pub fn compiled_chat_template(&self) -> Result<&ChatTemplate> {
+        let Some(source) = self.chat_template.as_deref() else {
+            return Err(Error::new(
+                ErrorCode::ChatTemplate,
+                "this model has no chat template (no tokenizer.chat_template in the GGUF, no chat_template in \
+                 tokenizer_config.json): format the prompt yourself and call generate()",
+            ));
+        };
+        self.compiled_chat_template.get_or_init(|| ChatTemplate::new(source)).as_ref().map_err(Clone::clone)
+    }
+
+    /// Renders `request` with the model's chat template and its BOS / EOS token strings.
+    pub fn apply_chat_template(&self, request: &ChatRequest) -> Result<String> {
+        self.compiled_chat_template()?.render(request, self.bos_token.as_deref(), self.eos_token.as_deref())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
