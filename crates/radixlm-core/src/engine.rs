@@ -13,7 +13,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::detok::{Detokenizer, StopText};
 use crate::error::{Error, ErrorCode, Result};
-use crate::kv_cache::{KvCache, PagePool};
+use crate::kv_cache::KvCache;
+use crate::memory::{KvMemory, PageTable};
 use crate::model::hub::Progress;
 use crate::model::load::load;
 use crate::model::tokenizer::TokenizerInfo;
@@ -21,7 +22,7 @@ use crate::options::EngineOptions;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
 use crate::sampling::{RequestSampler, SamplingParams};
-use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
 use crate::worker::Worker;
 
 pub enum PromptInput {
@@ -103,8 +104,13 @@ impl EngineHandle {
         let kv = KvCache::new(cfg.num_layers, num_pages, page_size, cfg.kv_size());
         let runner = ModelRunner { model: loaded.model, kv };
         let sched = Scheduler::new(
-            SchedulerConfig { max_running: opts.max_running_requests, chunk_budget: opts.chunked_prefill_size, page_size },
-            PagePool::new(num_pages),
+            SchedulerConfig {
+                max_running: opts.max_running_requests,
+                chunk_budget: opts.chunked_prefill_size,
+                policy: if opts.schedule_policy == "lpm" { Policy::LongestPrefix } else { Policy::Fcfs },
+                retract_every: opts.test_retract_every,
+            },
+            KvMemory::new(num_pages, page_size, !opts.disable_radix_cache),
         );
         let tokenizer = loaded.tokenizer.map(Arc::new);
         let shared = Arc::new(Shared {
@@ -204,7 +210,7 @@ impl EngineHandle {
                 prompt: prompt.clone(),
                 output: Vec::new(),
                 params: params.clone(),
-                pages: Vec::new(),
+                pages: PageTable::default(),
                 kv_len: 0,
                 stop_ids: eos.clone(),
                 max_seq_len: self.shared.context_length,
@@ -212,6 +218,7 @@ impl EngineHandle {
                 finish: None,
                 cached_tokens: 0,
                 retractions: 0,
+                admitted: false,
                 arrived: Instant::now(),
             };
             let (tx, rx) = unbounded_channel();
@@ -245,6 +252,8 @@ impl EngineHandle {
         info["pageSize"] = json!(o.page_size);
         info["maxRunningRequests"] = json!(o.max_running_requests);
         info["chunkedPrefillSize"] = json!(if o.chunked_prefill_size == usize::MAX { -1i64 } else { o.chunked_prefill_size as i64 });
+        info["schedulePolicy"] = json!(o.schedule_policy);
+        info["disableRadixCache"] = json!(o.disable_radix_cache);
         info["dtype"] = json!(o.dtype);
         info["device"] = json!("cpu");
         info["vocabSize"] = json!(self.shared.vocab_size);

@@ -1,6 +1,7 @@
 //! radixlm-core: the engine. Policy (scheduler), memory (KV pages), compute (model runner + models),
 //! sampling and detokenization, each its own module; no napi here.
 
+pub mod chat_template;
 pub mod config;
 pub mod detok;
 pub mod engine;
@@ -8,9 +9,13 @@ pub mod error;
 pub mod forward_ctx;
 pub mod kv_cache;
 pub mod layers;
+pub mod memory;
+#[cfg(test)]
+mod memory_prop_tests;
 pub mod model;
 pub mod models;
 pub mod options;
+pub mod radix;
 pub mod request;
 pub mod runner;
 pub mod sampling;

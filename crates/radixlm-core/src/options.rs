@@ -19,12 +19,16 @@ pub struct EngineOptions {
     pub chunked_prefill_size: usize,
     pub page_size: usize,
     pub disable_radix_cache: bool,
+    /// "lpm" (longest cached prefix first) or "fcfs", as SGLang's `schedule_policy`.
+    pub schedule_policy: String,
     pub random_seed: Option<u64>,
     pub skip_tokenizer_init: bool,
     pub log_level: String,
     pub enable_return_hidden_states: bool,
     pub cuda_graph_max_bs: Option<usize>,
     pub disable_cuda_graph: bool,
+    /// Test hook, not an option users can set: retract the youngest running request every N steps.
+    pub test_retract_every: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -41,12 +45,14 @@ impl Default for EngineOptions {
             chunked_prefill_size: 2048,
             page_size: 16,
             disable_radix_cache: false,
+            schedule_policy: "fcfs".into(),
             random_seed: None,
             skip_tokenizer_init: false,
             log_level: "error".into(),
             enable_return_hidden_states: false,
             cuda_graph_max_bs: None,
             disable_cuda_graph: false,
+            test_retract_every: None,
         }
     }
 }
@@ -116,6 +122,12 @@ impl EngineOptions {
                     }
                 }
                 "disable_radix_cache" => o.disable_radix_cache = boolean(&key, val)?,
+                "schedule_policy" => {
+                    o.schedule_policy = string(&key, val)?;
+                    if !["lpm", "fcfs"].contains(&o.schedule_policy.as_str()) {
+                        return Err(bad(&key, "must be 'lpm' or 'fcfs'"));
+                    }
+                }
                 "random_seed" => o.random_seed = Some(val.as_u64().ok_or_else(|| bad(&key, "must be a non-negative integer"))?),
                 "skip_tokenizer_init" => o.skip_tokenizer_init = boolean(&key, val)?,
                 "log_level" => o.log_level = string(&key, val)?,

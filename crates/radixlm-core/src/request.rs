@@ -7,11 +7,13 @@
 //!                                        everything again after a retraction)
 //! ```
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tokenizers::Tokenizer;
 
 use crate::detok::{Detokenizer, StopText};
+use crate::memory::PageTable;
 use crate::sampling::{RequestSampler, SamplingParams};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +31,7 @@ pub struct Request {
     pub output: Vec<u32>,
     pub params: SamplingParams,
     pub sampler: RequestSampler,
-    pub pages: Vec<u32>,
+    pub pages: PageTable,
     pub kv_len: usize,
     /// Ids that end this request (EOS unless ignoreEos, plus stopTokenIds).
     pub stop_ids: Vec<u32>,
@@ -39,8 +41,11 @@ pub struct Request {
     pub detok: Option<Detokenizer>,
     pub text: StopText,
     pub finish: Option<FinishReason>,
+    /// Prompt tokens served from the prefix cache when the request was first admitted.
     pub cached_tokens: usize,
     pub retractions: usize,
+    /// Admitted to the running batch at least once.
+    pub admitted: bool,
     pub arrived: Instant,
 }
 
@@ -55,6 +60,11 @@ impl Request {
         } else {
             self.output[i - self.prompt.len()]
         }
+    }
+
+    /// The first `n` tokens of prompt ++ output (borrowed while they are all prompt).
+    pub fn tokens(&self, n: usize) -> Cow<'_, [u32]> {
+        seq_tokens(&self.prompt, &self.output, n)
     }
 
     /// Tokens still to be run through the model before the next sample.
@@ -108,5 +118,18 @@ impl Request {
             }
         }
         self.text.take_releasable(finished)
+    }
+}
+
+/// The first `n` tokens of `prompt ++ output`; a free function so callers can borrow other fields of the
+/// request mutably at the same time.
+pub fn seq_tokens<'a>(prompt: &'a [u32], output: &[u32], n: usize) -> Cow<'a, [u32]> {
+    if n <= prompt.len() {
+        Cow::Borrowed(&prompt[..n])
+    } else {
+        let mut v = Vec::with_capacity(n);
+        v.extend_from_slice(prompt);
+        v.extend_from_slice(&output[..n - prompt.len()]);
+        Cow::Owned(v)
     }
 }

@@ -29,7 +29,7 @@ impl ModelRunner {
                 logit_rows.push(ids.len() - 1);
             }
             wants.push(done);
-            seqs.push(SeqSlice { q_len: q, start: r.kv_len, page_table: r.pages.clone() });
+            seqs.push(SeqSlice { q_len: q, start: r.kv_len, page_table: r.pages.ids.clone() });
         }
         let ctx = ForwardCtx { seqs, page_size: self.kv.page_size, logit_rows };
         let logits = self.model.forward(&ids, &ctx, &mut self.kv)?;

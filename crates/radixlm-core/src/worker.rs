@@ -92,12 +92,14 @@ impl Worker {
                 }
             }
             Command::Abort(id, why) => {
-                if let Some(mut r) = self.sched.take(id) {
+                if let Some(mut r) = self.sched.take(id, true) {
                     r.finish = Some(FinishReason::Abort(why));
                     self.finish(r);
                 }
             }
-            Command::Flush => {}
+            Command::Flush => {
+                self.sched.mem.flush();
+            }
             Command::Info(tx) => {
                 let _ = tx.send(self.info());
             }
@@ -107,13 +109,21 @@ impl Worker {
     }
 
     fn info(&self) -> Value {
-        let pool = &self.sched.pool;
+        let mem = &self.sched.mem;
+        let stats = &self.sched.stats;
+        let evictable = mem.cache.as_ref().map_or(0, |c| c.evictable_pages());
         json!({
-            "poolPages": pool.total(),
-            "pagesFree": pool.free_pages(),
-            "pagesUsed": pool.total() - pool.free_pages(),
-            "pagesCached": 0,
-            "cacheHitRate": 0.0,
+            "poolPages": mem.total_pages(),
+            "pagesFree": mem.pool.free_pages(),
+            // Held by running requests (private pages, or cached pages they lock).
+            "pagesUsed": mem.total_pages() - mem.pool.free_pages() - evictable,
+            "pagesCached": mem.cached_pages(),
+            "pagesEvictable": evictable,
+            "pagesEvictedTotal": mem.evicted,
+            "radixCache": mem.cache.is_some(),
+            "promptTokensTotal": stats.prompt_tokens,
+            "cachedTokensTotal": stats.cached_tokens,
+            "cacheHitRate": if stats.prompt_tokens == 0 { 0.0 } else { stats.cached_tokens as f64 / stats.prompt_tokens as f64 },
             "running": self.sched.running.len(),
             "waiting": self.sched.waiting.len(),
             "steps": self.steps,
@@ -142,7 +152,8 @@ impl Worker {
                 // A failed pass fails the requests in it; the engine keeps serving the rest.
                 let ids: Vec<u64> = batch.iter().map(|&(i, _)| self.sched.running[i].id).collect();
                 for id in ids {
-                    if let Some(r) = self.sched.take(id) {
+                    // Their KV may be incomplete: nothing of theirs goes to the cache.
+                    if let Some(r) = self.sched.take(id, false) {
                         self.send(r.id, Event::Error(e.clone()), true);
                     }
                 }
@@ -153,7 +164,12 @@ impl Worker {
         let mut finished = Vec::new();
         for (&(i, q), row) in batch.iter().zip(logits) {
             let r = &mut self.sched.running[i];
+            let was_prefill = r.kv_len < r.prompt.len();
             r.kv_len += q;
+            if was_prefill {
+                self.sched.cache_prefill_progress(i);
+            }
+            let r = &mut self.sched.running[i];
             let Some(mut row) = row else { continue };
             let banned = r.banned_now().to_vec();
             let token = r.sampler.sample(&mut row, &r.params, &banned);
@@ -168,7 +184,7 @@ impl Worker {
             }
         }
         for id in finished {
-            if let Some(r) = self.sched.take(id) {
+            if let Some(r) = self.sched.take(id, true) {
                 self.finish(r);
             }
         }
@@ -217,7 +233,7 @@ impl Worker {
     fn fail_all(&mut self, code: ErrorCode, msg: &str) {
         let ids: Vec<u64> = self.sched.running.iter().chain(self.sched.waiting.iter()).map(|r| r.id).collect();
         for id in ids {
-            self.sched.take(id);
+            self.sched.take(id, true);
         }
         self.live_rids.clear();
         for (_, (tx, _)) in self.outputs.drain() {

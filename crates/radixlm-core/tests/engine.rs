@@ -112,3 +112,129 @@ fn shutdown_settles_in_flight_requests() {
     let again = e.submit(PromptInput::Text("x".into()), &greedy(1), None, false);
     assert_eq!(again.err().unwrap().code(), "ERR_ENGINE_SHUTDOWN");
 }
+
+/// Token-id prompts drawn from a random prefix tree: 6 roots, children extending their parent, so that
+/// prompts share prefixes of many lengths (and page boundaries fall everywhere).
+fn tree_prompts(n: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
+    let mut x = seed;
+    let mut rnd = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut nodes: Vec<Vec<u32>> = Vec::new();
+    for _ in 0..6 {
+        let len = 10 + rnd(40) as usize;
+        nodes.push((0..len).map(|_| rnd(2000) as u32 + 10).collect());
+    }
+    for _ in 0..30 {
+        let parent = nodes[rnd(nodes.len() as u64) as usize].clone();
+        let mut child = parent;
+        let extra = 1 + rnd(30) as usize;
+        child.extend((0..extra).map(|_| rnd(2000) as u32 + 10));
+        child.truncate(400);
+        nodes.push(child);
+    }
+    (0..n).map(|_| (nodes[rnd(nodes.len() as u64) as usize].clone(), 1 + rnd(24) as usize)).collect()
+}
+
+/// Submits every prompt at once (each with its own maxNewTokens) and returns outputs in order.
+fn run_ids(e: &EngineHandle, prompts: &[(Vec<u32>, usize)]) -> Vec<(Vec<u32>, usize)> {
+    let mut hs: Vec<_> = prompts
+        .iter()
+        .map(|(ids, n)| e.submit(PromptInput::Ids(ids.clone()), &greedy(*n), None, false).unwrap().remove(0))
+        .collect();
+    hs.iter_mut()
+        .map(|h| loop {
+            match h.next_blocking() {
+                Some(Event::Done(o)) => break (o.output_ids, o.cached_tokens),
+                Some(Event::Chunk(_)) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn radix_cache_on_off_and_forced_retraction_give_identical_outputs() {
+    let prompts = tree_prompts(200, 7);
+    // A pool of 1,200 tokens for up to 64 running requests of up to ~420 tokens: eviction and retraction.
+    let base = json!({"maxTotalTokens": 1200, "pageSize": 4, "chunkedPrefillSize": 256});
+    let with = |extra: Value| {
+        let mut o = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        engine(o)
+    };
+    let off = with(json!({"disableRadixCache": true}));
+    let want = run_ids(&off, &prompts);
+    assert!(want.iter().all(|(_, c)| *c == 0), "cache disabled but tokens reported cached");
+
+    for policy in ["fcfs", "lpm"] {
+        let on = with(json!({"schedulePolicy": policy}));
+        let got = run_ids(&on, &prompts);
+        let info = on.server_info().unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.0, w.0, "{policy}: request {i} differs with the radix cache on");
+        }
+        let cached: usize = got.iter().map(|(_, c)| c).sum();
+        assert!(cached > 5000, "{policy}: only {cached} prompt tokens came from the cache: {info}");
+        assert_eq!(info["cachedTokensTotal"], cached as u64);
+        assert!(info["pagesEvictedTotal"].as_u64().unwrap() > 0, "{policy}: nothing was evicted: {info}");
+        assert_eq!(info["integrityFailures"], 0, "{info}");
+        on.flush_cache().unwrap();
+        let info = on.server_info().unwrap();
+        assert_eq!(info["pagesFree"], info["poolPages"], "pool not all free after flushCache: {info}");
+    }
+
+    // A hook that retracts the youngest running request every 2 steps changes nothing either.
+    let mut opts = EngineOptions::from_json(&json!({"modelPath": fixture(), "randomSeed": 1, "maxTotalTokens": 1200, "pageSize": 4, "chunkedPrefillSize": 256})).unwrap();
+    opts.test_retract_every = Some(2);
+    let forced = EngineHandle::start(opts, &mut |_| {}).unwrap();
+    let got = run_ids(&forced, &prompts[..60]);
+    let info = forced.server_info().unwrap();
+    assert!(info["retractions"].as_u64().unwrap() >= 8, "{info}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.0, w.0, "request {i} differs under forced retraction");
+    }
+}
+
+#[test]
+fn cached_tokens_are_exact_including_previous_answers() {
+    let e = engine(json!({"pageSize": 4}));
+    let prompt: Vec<u32> = (100..150).collect(); // 50 tokens
+    let first = run_ids(&e, &[(prompt.clone(), 10)]);
+    assert_eq!(first[0].1, 0);
+    // Same prompt: every whole page but the one holding the last token (always recomputed).
+    let again = run_ids(&e, &[(prompt.clone(), 10)]);
+    assert_eq!(again[0].1, 48);
+    assert_eq!(again[0].0, first[0].0);
+    // Multi-turn: prompt ++ answer ++ more. The answer's KV (all but its last token) was cached too.
+    let mut turn2 = prompt.clone();
+    turn2.extend(&first[0].0);
+    turn2.extend(300..320);
+    let kv_cached = (50 + 10 - 1) / 4 * 4;
+    let t2 = run_ids(&e, &[(turn2, 5)]);
+    assert_eq!(t2[0].1, kv_cached);
+    let info = e.server_info().unwrap();
+    assert_eq!(info["cachedTokensTotal"], (48 + kv_cached) as u64, "{info}");
+    e.flush_cache().unwrap();
+    let after = run_ids(&e, &[(prompt, 10)]);
+    assert_eq!(after[0].1, 0, "flushCache left cached pages");
+}
+
+#[test]
+fn memory_pressure_every_request_makes_progress() {
+    // ~1,500 tokens for 4 requests that would each grow to the 512-token context.
+    let e = engine(json!({"maxTotalTokens": 1500, "pageSize": 16}));
+    let prompts: Vec<(Vec<u32>, usize)> = (0..4).map(|i| ((1000 + i * 50..1030 + i * 50).collect(), 10_000)).collect();
+    let out = run_ids(&e, &prompts);
+    for (i, (ids, _)) in out.iter().enumerate() {
+        assert!(ids.len() > 100, "request {i} made too little progress: {} tokens", ids.len());
+    }
+    let info = e.server_info().unwrap();
+    assert_eq!(info["integrityFailures"], 0, "{info}");
+    assert_eq!(info["running"], 0);
+}
