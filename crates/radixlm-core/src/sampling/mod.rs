@@ -5,3 +5,8 @@ pub mod sampler;
 
 pub use params::SamplingParams;
 pub use sampler::RequestSampler;
+
+#[cfg(test)]
+mod dist_tests;
+#[cfg(test)]
+mod penalty_tests;
