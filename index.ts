@@ -92,12 +92,30 @@ export interface MetaInfo {
   numRetractions?: number
   /** Seconds from submission to the end; on the final output or chunk only. */
   e2eLatency?: number
+  // With `returnLogprob` (final output only). Output positions: logprobs of the distribution the token was
+  // drawn from before truncation (penalties and logit bias applied, divided by the temperature; greedy: T=1),
+  // as SGLang. Prompt positions (from `logprobStartLen`): the model's raw distribution; the first prompt
+  // position has a null logprob.
+  inputTokenLogprobs?: LogprobTriple[]
+  outputTokenLogprobs?: LogprobTriple[]
+  /** With `topLogprobsNum`: per position, the most likely tokens (most likely first); null at position 0. */
+  inputTopLogprobs?: (LogprobTriple[] | null)[]
+  outputTopLogprobs?: LogprobTriple[][]
+  /** With `tokenIdsLogprob`: per position, the logprobs of the requested ids. */
+  inputTokenIdsLogprobs?: (LogprobTriple[] | null)[]
+  outputTokenIdsLogprobs?: LogprobTriple[][]
 }
+
+/** `[logprob, tokenId, text]`: text is null unless `returnTextInLogprobs`. */
+export type LogprobTriple = [number | null, number, string | null]
 
 export interface GenerateOutput {
   text: string
   outputIds: number[]
   metaInfo: MetaInfo & { finishReason: FinishReason }
+  /** With `returnHiddenStates`: the final-layer hidden state (after the final norm) of every position fed
+   * to the model: one per prompt token, then one per generated token except the last. */
+  hiddenStates?: Float32Array[]
 }
 
 export interface StreamChunk {
@@ -112,7 +130,22 @@ export interface StreamChunk {
   metaInfo: MetaInfo
 }
 
-export interface GenerateOptions {
+export interface CamelReturnOptions {
+  /** Add logprob arrays to metaInfo. */
+  returnLogprob?: boolean
+  /** How many alternatives per position (default 0). */
+  topLogprobsNum?: number
+  /** -1 (default): output positions only; k >= 0: prompt positions from k as well. */
+  logprobStartLen?: number
+  /** Logprobs of these ids at each position (label scoring). */
+  tokenIdsLogprob?: number[]
+  /** Fill the text slot of each logprob triple. */
+  returnTextInLogprobs?: boolean
+  /** Needs the engine option `enableReturnHiddenStates`. */
+  returnHiddenStates?: boolean
+}
+
+export type GenerateOptions = WithSnakeCase<CamelReturnOptions> & {
   signal?: AbortSignal
   rid?: string | string[]
 }
@@ -168,8 +201,6 @@ function rejectNonFinite(obj: unknown, what: string, code: string): void {
   }
 }
 
-const UNSUPPORTED_OPTIONS = ['returnLogprob', 'topLogprobsNum', 'logprobStartLen', 'tokenIdsLogprob', 'returnHiddenStates']
-
 /** One entry per prompt: its native input, params and rid; `single` when the caller passed one prompt. */
 function normalize(prompts: Prompt, params: SamplingParams | SamplingParams[] | undefined, opts: GenerateOptions) {
   let inputs: (string | number[])[]
@@ -200,16 +231,18 @@ function normalize(prompts: Prompt, params: SamplingParams | SamplingParams[] | 
     throw new RadixLMError('ERR_INVALID_INPUT', `got ${rids.length} rids for ${inputs.length} prompts`)
   }
   if (rids && new Set(rids).size !== rids.length) throw new RadixLMError('ERR_INVALID_INPUT', 'rids must be unique')
-  for (const k of Object.keys(opts)) {
-    if (UNSUPPORTED_OPTIONS.includes(k)) throw new RadixLMError('ERR_INVALID_INPUT', `options.${k} is not supported by this version`)
-    if (k !== 'signal' && k !== 'rid') throw new RadixLMError('ERR_INVALID_INPUT', `options.${k}: unknown option`)
-  }
+  // Everything but signal and rid goes to the engine, which checks the keys and values.
+  const { signal: _signal, rid: _rid, ...ret } = opts
+  rejectNonFinite(ret, 'options', 'ERR_INVALID_INPUT')
+  const native = Object.keys(ret).length > 0 ? ret : null
   const entries = inputs.map((input, i) => ({ input, params: Array.isArray(params) ? params[i] : params, rid: rids?.[i] }))
-  return { entries, single }
+  return { entries, single, native }
 }
 
 function finalOutput(ev: any): GenerateOutput {
-  return { text: ev.text, outputIds: ev.outputIds, metaInfo: ev.metaInfo }
+  const out: GenerateOutput = { text: ev.text, outputIds: ev.outputIds, metaInfo: ev.metaInfo }
+  if (ev.hiddenStates) out.hiddenStates = ev.hiddenStates.map((row: number[]) => Float32Array.from(row))
+  return out
 }
 
 /** Tracks one request's stream: cumulative text, chunk shapes. */
@@ -351,12 +384,12 @@ export class Engine {
   }
 
   #submit(prompts: Prompt, params: SamplingParams | SamplingParams[] | undefined, opts: GenerateOptions, stream: boolean) {
-    const { entries, single } = normalize(prompts, params, opts)
+    const { entries, single, native } = normalize(prompts, params, opts)
     if (opts.signal?.aborted) throw abortedError()
     const engine = this.#engine
     const reqs: NativeRequest[] = []
     try {
-      for (const e of entries) reqs.push(...call(() => engine.submit(e.input, e.params ?? null, e.rid ?? null, stream)))
+      for (const e of entries) reqs.push(...call(() => engine.submit(e.input, e.params ?? null, e.rid ?? null, stream, native)))
     } catch (err) {
       for (const r of reqs) r.abort()
       throw err

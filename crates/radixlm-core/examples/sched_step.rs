@@ -49,6 +49,8 @@ fn main() {
                 cached_tokens: 0,
                 retractions: 0,
                 admitted: false,
+                ret: Default::default(),
+                collected: Default::default(),
                 arrived: Instant::now(),
             });
         }

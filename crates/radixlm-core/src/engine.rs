@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::detok::{Detokenizer, StopText};
 use crate::error::{Error, ErrorCode, Result};
 use crate::kv_cache::KvCache;
+use crate::logprobs::{Collected, ReturnOptions};
 use crate::memory::{KvMemory, PageTable};
 use crate::model::hub::Progress;
 use crate::model::load::load;
@@ -53,6 +54,10 @@ pub struct Output {
     pub cached_tokens: usize,
     pub retractions: usize,
     pub e2e_latency: f64,
+    /// Logprob fields for metaInfo (camelCase keys), when asked for.
+    pub logprobs: Option<Value>,
+    /// Final hidden states, one row per position fed to the model, when asked for.
+    pub hidden_states: Option<Vec<Vec<f32>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +156,20 @@ impl EngineHandle {
 
     /// Validates, tokenizes and queues one prompt; returns one handle per sample (`n`).
     pub fn submit(&self, input: PromptInput, params: &Value, rid: Option<String>, stream: bool) -> Result<Vec<RequestHandle>> {
+        self.submit_with(input, params, rid, stream, &Value::Null)
+    }
+
+    /// `submit` with the generate options object (logprobs, hidden states; see `logprobs.rs`).
+    pub fn submit_with(
+        &self,
+        input: PromptInput,
+        params: &Value,
+        rid: Option<String>,
+        stream: bool,
+        options: &Value,
+    ) -> Result<Vec<RequestHandle>> {
         self.ensure_open()?;
+        let ret = ReturnOptions::from_json(options, self.shared.vocab_size, self.shared.opts.enable_return_hidden_states)?;
         let tk = self.shared.tokenizer.as_deref();
         let defaults = tk.map(|t| t.defaults.clone()).unwrap_or_default();
         let params = SamplingParams::from_json(params, &defaults, self.shared.vocab_size)?;
@@ -219,6 +237,8 @@ impl EngineHandle {
                 cached_tokens: 0,
                 retractions: 0,
                 admitted: false,
+                ret: ret.clone(),
+                collected: Collected::default(),
                 arrived: Instant::now(),
             };
             let (tx, rx) = unbounded_channel();

@@ -9,6 +9,7 @@ pub mod error;
 pub mod forward_ctx;
 pub mod kv_cache;
 pub mod layers;
+pub mod logprobs;
 pub mod memory;
 #[cfg(test)]
 mod memory_prop_tests;

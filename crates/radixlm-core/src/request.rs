@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokenizers::Tokenizer;
 
 use crate::detok::{Detokenizer, StopText};
+use crate::logprobs::{Collected, PositionLogprobs, ReturnOptions};
 use crate::memory::PageTable;
 use crate::sampling::{RequestSampler, SamplingParams};
 
@@ -46,6 +47,9 @@ pub struct Request {
     pub retractions: usize,
     /// Admitted to the running batch at least once.
     pub admitted: bool,
+    /// Logprobs / hidden states asked for, and what has been collected so far.
+    pub ret: ReturnOptions,
+    pub collected: Collected,
     pub arrived: Instant,
 }
 
@@ -65,6 +69,55 @@ impl Request {
     /// The first `n` tokens of prompt ++ output (borrowed while they are all prompt).
     pub fn tokens(&self, n: usize) -> Cow<'_, [u32]> {
         seq_tokens(&self.prompt, &self.output, n)
+    }
+
+    /// How many leading tokens may come from the prefix cache: positions whose prompt logprobs or hidden
+    /// states are still wanted must be computed (and the last token always is).
+    pub fn cacheable_prefix(&self) -> usize {
+        let p = self.prompt.len();
+        let mut n = self.seq_len() - 1;
+        if let Some(start) = self.ret.prompt_start(p) {
+            if self.collected.input_next < p {
+                // Token t's logprob comes from the logits at t - 1.
+                n = n.min(start.max(self.collected.input_next).saturating_sub(1));
+            }
+        }
+        if self.ret.hidden && self.collected.hidden_next < p {
+            n = n.min(self.collected.hidden_next);
+        }
+        n
+    }
+
+    /// Keeps the prompt logprobs and hidden states a pass produced (each position once, in order).
+    pub fn record_rows(&mut self, prompt_rows: Vec<(usize, Vec<f32>)>, hidden: Vec<(usize, Vec<f32>)>) {
+        if let Some(start) = self.ret.prompt_start(self.prompt.len()) {
+            let c = &mut self.collected;
+            c.input_next = c.input_next.max(start);
+            if c.input_next == 0 {
+                c.input.push(None); // nothing predicts the first token
+                c.input_next = 1;
+            }
+            for (t, row) in prompt_rows {
+                if t == c.input_next {
+                    c.input.push(Some(PositionLogprobs::of(&row, 1.0, self.prompt[t], &self.ret)));
+                    c.input_next += 1;
+                }
+            }
+        }
+        for (p, row) in hidden {
+            if p == self.collected.hidden_next {
+                self.collected.hidden.push(row);
+                self.collected.hidden_next += 1;
+            }
+        }
+    }
+
+    /// Logprobs of a sampled token under the distribution it was drawn from (before truncation).
+    pub fn record_output_logprob(&mut self, row: &[f32], token: u32) {
+        if self.ret.logprob {
+            let t = if self.params.is_greedy() { 1.0 } else { self.params.temperature };
+            self.collected.output.push(PositionLogprobs::of(row, t, token, &self.ret));
+        }
     }
 
     /// Tokens still to be run through the model before the next sample.

@@ -166,7 +166,7 @@ impl Scheduler {
             let mem = &self.mem;
             // Stable: equal matches keep arrival order.
             self.waiting.make_contiguous().sort_by_cached_key(|r| {
-                std::cmp::Reverse(mem.peek_prefix(&r.tokens(r.seq_len().saturating_sub(1))))
+                std::cmp::Reverse(mem.peek_prefix(&r.tokens(r.cacheable_prefix())))
             });
         }
         let mut reserve = self.reserve_pages();
@@ -185,7 +185,7 @@ impl Scheduler {
                 continue;
             }
             // The last token is always computed, even for a fully cached prompt: its logits are needed.
-            let tokens = r.tokens(r.seq_len() - 1);
+            let tokens = r.tokens(r.cacheable_prefix());
             if self.should_wait_for_running_prefill(&tokens, self.mem.peek_prefix(&tokens)) {
                 idx += 1;
                 continue;

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{Chunk, Command, Event, Output};
 use crate::error::{Error, ErrorCode};
+use crate::logprobs::meta_json;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
@@ -162,7 +163,7 @@ impl Worker {
         };
         let tk = self.tokenizer.clone();
         let mut finished = Vec::new();
-        for (&(i, q), row) in batch.iter().zip(logits) {
+        for (&(i, q), out) in batch.iter().zip(logits) {
             let r = &mut self.sched.running[i];
             let was_prefill = r.kv_len < r.prompt.len();
             r.kv_len += q;
@@ -170,9 +171,12 @@ impl Worker {
                 self.sched.cache_prefill_progress(i);
             }
             let r = &mut self.sched.running[i];
-            let Some(mut row) = row else { continue };
+            r.record_rows(out.prompt_rows, out.hidden);
+            let Some(mut row) = out.sample else { continue };
             let banned = r.banned_now().to_vec();
             let token = r.sampler.sample(&mut row, &r.params, &banned);
+            // `row` now holds the logits the token was drawn from (penalties, ban and bias applied).
+            r.record_output_logprob(&row, token);
             r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
             if r.finish.is_some() {
                 finished.push(r.id);
@@ -211,6 +215,11 @@ impl Worker {
             cached_tokens: r.cached_tokens,
             retractions: r.retractions,
             e2e_latency: r.arrived.elapsed().as_secs_f64(),
+            logprobs: r.ret.logprob.then(|| {
+                let text = |id: u32| tk.as_ref().and_then(|t| t.tokenizer.decode(&[id], false).ok());
+                meta_json(&r.collected, &r.ret, &r.prompt, &text)
+            }),
+            hidden_states: r.ret.hidden.then(|| std::mem::take(&mut r.collected.hidden)),
             rid: std::mem::take(&mut r.rid),
             text: std::mem::take(&mut r.text.text),
             output_ids: std::mem::take(&mut r.output),

@@ -17,7 +17,7 @@ fn finish_json(f: &FinishReason) -> Value {
 }
 
 pub fn output_json(o: &Output) -> Value {
-    json!({
+    let mut v = json!({
         "kind": "done",
         "rid": o.rid,
         "delta": o.delta,
@@ -33,7 +33,15 @@ pub fn output_json(o: &Output) -> Value {
             "numRetractions": o.retractions,
             "e2eLatency": o.e2e_latency,
         }
-    })
+    });
+    if let Some(Value::Object(lp)) = &o.logprobs {
+        let meta = v["metaInfo"].as_object_mut().expect("object");
+        meta.extend(lp.iter().map(|(k, x)| (k.clone(), x.clone())));
+    }
+    if let Some(h) = &o.hidden_states {
+        v["hiddenStates"] = json!(h);
+    }
+    v
 }
 
 /// An event as JSON; errors become a thrown napi error.

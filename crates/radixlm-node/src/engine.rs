@@ -83,13 +83,15 @@ impl NativeEngine {
         params: Option<Value>,
         rid: Option<String>,
         stream: bool,
+        options: Option<Value>,
     ) -> napi::Result<Vec<NativeRequest>> {
         let input = match prompt {
             Either::A(text) => PromptInput::Text(text),
             Either::B(ids) => PromptInput::Ids(ids),
         };
         let params = params.unwrap_or(Value::Null);
-        let handles = self.inner.submit(input, &params, rid, stream).map_err(to_napi)?;
+        let options = options.unwrap_or(Value::Null);
+        let handles = self.inner.submit_with(input, &params, rid, stream, &options).map_err(to_napi)?;
         Ok(handles.into_iter().map(NativeRequest::new).collect())
     }
 

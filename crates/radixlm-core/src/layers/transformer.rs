@@ -115,6 +115,18 @@ impl Transformer {
     /// Runs the packed batch `ids` through the model, writing its K/V into `kv`, and returns the
     /// logits of `ctx.logit_rows` as [rows * vocab] f32, row-major.
     pub fn forward(&self, ids: &[u32], ctx: &ForwardCtx, kv: &mut KvCache) -> Result<Vec<f32>> {
+        Ok(self.forward_with_hidden(ids, ctx, kv, &[])?.0)
+    }
+
+    /// As `forward`, plus the final-layer hidden states (after the final norm) of `hidden_rows`, as
+    /// [rows * hidden] f32.
+    pub fn forward_with_hidden(
+        &self,
+        ids: &[u32],
+        ctx: &ForwardCtx,
+        kv: &mut KvCache,
+        hidden_rows: &[usize],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = ids.len();
         if n != ctx.num_tokens() || n == 0 {
             return Err(Error::internal(format!("batch has {n} ids for {} positions", ctx.num_tokens())));
@@ -159,15 +171,19 @@ impl Transformer {
             }
             add_into(&mut x, &layer.down.forward(&act, n)?);
         }
+        let rows = |which: &[usize]| {
+            let mut out = Vec::with_capacity(which.len() * h);
+            for &r in which {
+                out.extend_from_slice(&x[r * h..(r + 1) * h]);
+            }
+            rms_norm(&out, &self.norm, eps)
+        };
+        let hidden = if hidden_rows.is_empty() { Vec::new() } else { rows(hidden_rows) };
         if ctx.logit_rows.is_empty() {
             // A pass of prefill chunks only: nothing to sample yet.
-            return Ok(Vec::new());
+            return Ok((Vec::new(), hidden));
         }
-        let mut last = Vec::with_capacity(ctx.logit_rows.len() * h);
-        for &r in &ctx.logit_rows {
-            last.extend_from_slice(&x[r * h..(r + 1) * h]);
-        }
-        let last = rms_norm(&last, &self.norm, eps);
-        self.lm_head.forward(&last, ctx.logit_rows.len())
+        let last = rows(&ctx.logit_rows);
+        Ok((self.lm_head.forward(&last, ctx.logit_rows.len())?, hidden))
     }
 }

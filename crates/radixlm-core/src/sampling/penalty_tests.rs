@@ -129,6 +129,8 @@ fn request(prompt: Vec<u32>, params: SamplingParams, stop_ids: Vec<u32>, seed: u
         cached_tokens: 0,
         retractions: 0,
         admitted: false,
+        ret: Default::default(),
+        collected: Default::default(),
         arrived: Instant::now(),
     }
 }
