@@ -34,8 +34,12 @@ export interface CamelEngineOptions {
   memFractionStatic?: number
   /** Prefill token budget per step; -1 disables chunking. */
   chunkedPrefillSize?: number
+  /** KV page size in tokens (default 16); the prefix cache shares whole pages. */
   pageSize?: number
+  /** Turn prefix sharing off: every prompt is computed in full. */
   disableRadixCache?: boolean
+  /** 'fcfs' (default, as SGLang) or 'lpm': waiting prompts with the longest cached prefix first. */
+  schedulePolicy?: 'fcfs' | 'lpm'
   randomSeed?: number
   skipTokenizerInit?: boolean
   logLevel?: string
@@ -43,6 +47,47 @@ export interface CamelEngineOptions {
   cudaGraphMaxBs?: number
   disableCudaGraph?: boolean
 }
+/** What `getServerInfo()` reports: resolved options, then the KV pool and counters since start. */
+export interface ServerInfo {
+  modelPath: string
+  resolvedModelPath: string
+  contextLength: number
+  /** KV pool size in tokens. */
+  maxTotalTokens: number
+  pageSize: number
+  maxRunningRequests: number
+  chunkedPrefillSize: number
+  schedulePolicy: 'fcfs' | 'lpm'
+  disableRadixCache: boolean
+  dtype: string
+  device: string
+  vocabSize: number
+  poolPages: number
+  /** Pages on the free list. */
+  pagesFree: number
+  /** Pages running requests hold (their own, or cached ones they use). */
+  pagesUsed: number
+  /** Pages held by the prefix cache, in use or not. */
+  pagesCached: number
+  /** Cached pages no request uses: reclaimed (LRU) when the free list runs short. */
+  pagesEvictable: number
+  pagesEvictedTotal: number
+  radixCache: boolean
+  promptTokensTotal: number
+  /** Prompt tokens served from the prefix cache (first admission of each request). */
+  cachedTokensTotal: number
+  /** cachedTokensTotal / promptTokensTotal. */
+  cacheHitRate: number
+  running: number
+  waiting: number
+  /** Forward passes taken. */
+  steps: number
+  /** Requests put back in the queue because decode ran out of pages (they recompute, same output). */
+  retractions: number
+  /** Failed page-accounting checks (always 0 unless there is a bug). */
+  integrityFailures: number
+}
+
 export interface LoadProgress {
   file: string
   downloaded: number
@@ -553,10 +598,11 @@ export class Engine {
   }
 
   /** Resolved options, KV pool state and counters. */
-  getServerInfo(): Record<string, unknown> {
+  getServerInfo(): ServerInfo {
     return call(() => this.#engine.serverInfo())
   }
 
+  /** Drops every cached prefix no running request uses (SGLang's flush_cache). */
   flushCache(): void {
     call(() => this.#engine.flushCache())
   }

@@ -16,14 +16,58 @@ export interface CamelEngineOptions {
     memFractionStatic?: number;
     /** Prefill token budget per step; -1 disables chunking. */
     chunkedPrefillSize?: number;
+    /** KV page size in tokens (default 16); the prefix cache shares whole pages. */
     pageSize?: number;
+    /** Turn prefix sharing off: every prompt is computed in full. */
     disableRadixCache?: boolean;
+    /** 'fcfs' (default, as SGLang) or 'lpm': waiting prompts with the longest cached prefix first. */
+    schedulePolicy?: 'fcfs' | 'lpm';
     randomSeed?: number;
     skipTokenizerInit?: boolean;
     logLevel?: string;
     enableReturnHiddenStates?: boolean;
     cudaGraphMaxBs?: number;
     disableCudaGraph?: boolean;
+}
+/** What `getServerInfo()` reports: resolved options, then the KV pool and counters since start. */
+export interface ServerInfo {
+    modelPath: string;
+    resolvedModelPath: string;
+    contextLength: number;
+    /** KV pool size in tokens. */
+    maxTotalTokens: number;
+    pageSize: number;
+    maxRunningRequests: number;
+    chunkedPrefillSize: number;
+    schedulePolicy: 'fcfs' | 'lpm';
+    disableRadixCache: boolean;
+    dtype: string;
+    device: string;
+    vocabSize: number;
+    poolPages: number;
+    /** Pages on the free list. */
+    pagesFree: number;
+    /** Pages running requests hold (their own, or cached ones they use). */
+    pagesUsed: number;
+    /** Pages held by the prefix cache, in use or not. */
+    pagesCached: number;
+    /** Cached pages no request uses: reclaimed (LRU) when the free list runs short. */
+    pagesEvictable: number;
+    pagesEvictedTotal: number;
+    radixCache: boolean;
+    promptTokensTotal: number;
+    /** Prompt tokens served from the prefix cache (first admission of each request). */
+    cachedTokensTotal: number;
+    /** cachedTokensTotal / promptTokensTotal. */
+    cacheHitRate: number;
+    running: number;
+    waiting: number;
+    /** Forward passes taken. */
+    steps: number;
+    /** Requests put back in the queue because decode ran out of pages (they recompute, same output). */
+    retractions: number;
+    /** Failed page-accounting checks (always 0 unless there is a bug). */
+    integrityFailures: number;
 }
 export interface LoadProgress {
     file: string;
@@ -77,13 +121,26 @@ export interface MetaInfo {
     numRetractions?: number;
     /** Seconds from submission to the end; on the final output or chunk only. */
     e2eLatency?: number;
+    inputTokenLogprobs?: LogprobTriple[];
+    outputTokenLogprobs?: LogprobTriple[];
+    /** With `topLogprobsNum`: per position, the most likely tokens (most likely first); null at position 0. */
+    inputTopLogprobs?: (LogprobTriple[] | null)[];
+    outputTopLogprobs?: LogprobTriple[][];
+    /** With `tokenIdsLogprob`: per position, the logprobs of the requested ids. */
+    inputTokenIdsLogprobs?: (LogprobTriple[] | null)[];
+    outputTokenIdsLogprobs?: LogprobTriple[][];
 }
+/** `[logprob, tokenId, text]`: text is null unless `returnTextInLogprobs`. */
+export type LogprobTriple = [number | null, number, string | null];
 export interface GenerateOutput {
     text: string;
     outputIds: number[];
     metaInfo: MetaInfo & {
         finishReason: FinishReason;
     };
+    /** With `returnHiddenStates`: the final-layer hidden state (after the final norm) of every position fed
+     * to the model: one per prompt token, then one per generated token except the last. */
+    hiddenStates?: Float32Array[];
 }
 export interface StreamChunk {
     /** All text so far. */
@@ -96,10 +153,24 @@ export interface StreamChunk {
     index: number;
     metaInfo: MetaInfo;
 }
-export interface GenerateOptions {
+export interface CamelReturnOptions {
+    /** Add logprob arrays to metaInfo. */
+    returnLogprob?: boolean;
+    /** How many alternatives per position (default 0). */
+    topLogprobsNum?: number;
+    /** -1 (default): output positions only; k >= 0: prompt positions from k as well. */
+    logprobStartLen?: number;
+    /** Logprobs of these ids at each position (label scoring). */
+    tokenIdsLogprob?: number[];
+    /** Fill the text slot of each logprob triple. */
+    returnTextInLogprobs?: boolean;
+    /** Needs the engine option `enableReturnHiddenStates`. */
+    returnHiddenStates?: boolean;
+}
+export type GenerateOptions = WithSnakeCase<CamelReturnOptions> & {
     signal?: AbortSignal;
     rid?: string | string[];
-}
+};
 export type Prompt = string | string[] | {
     inputIds: number[] | number[][];
 };
@@ -107,6 +178,32 @@ export declare class RadixLMError extends Error {
     readonly code: string;
     constructor(code: string, message: string);
 }
+/** A chat message: `role`, `content` (a string or a list of parts) and whatever else the template reads
+ * (`tool_calls`, `name`, `reasoning_content`...). It reaches the template as JSON; null keys are dropped. */
+export interface ChatMessage {
+    role: string;
+    content?: string | object[] | null;
+    [key: string]: unknown;
+}
+export type Conversation = ChatMessage[];
+export interface CamelChatTemplateOptions {
+    /** Function schemas (OpenAI-style `{ type: 'function', function: { name, description, parameters } }`). */
+    tools?: object[];
+    /** Documents for retrieval-augmented templates (`{ title, text }` objects). */
+    documents?: object[];
+    /** Extra template variables, passed as they are (e.g. `{ enable_thinking: false }`). */
+    chatTemplateKwargs?: Record<string, unknown>;
+}
+export type ChatTemplateOptions = WithSnakeCase<CamelChatTemplateOptions>;
+export type ApplyChatTemplateOptions = WithSnakeCase<CamelChatTemplateOptions & {
+    /** Append the assistant turn's opening (default true, unlike transformers' false: it is what generation needs). */
+    addGenerationPrompt?: boolean;
+}> & {
+    /** Return token ids instead of text (the rendered text tokenized without adding special tokens again). */
+    tokenize?: boolean;
+};
+/** `chat*` options: the generate options plus the template's. */
+export type ChatOptions = GenerateOptions & ChatTemplateOptions;
 export declare class Engine {
     #private;
     /** Loads the model, blocking until it is ready (like `sgl.Engine(model_path=...)`). */
@@ -133,12 +230,42 @@ export declare class Engine {
     generateStreamSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Generator<StreamChunk>;
     /** Streaming, async iterator; chunks of a batch interleave, tagged with `index`. */
     generateStream(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): AsyncGenerator<StreamChunk>;
+    /**
+     * Renders `messages` with the model's chat template (like transformers' `apply_chat_template`, but
+     * `addGenerationPrompt` defaults to true). A batch of conversations gives an array.
+     */
+    applyChatTemplate(messages: Conversation, options?: ApplyChatTemplateOptions & {
+        tokenize?: false;
+    }): string;
+    applyChatTemplate(messages: Conversation, options: ApplyChatTemplateOptions & {
+        tokenize: true;
+    }): number[];
+    applyChatTemplate(messages: Conversation[], options?: ApplyChatTemplateOptions & {
+        tokenize?: false;
+    }): string[];
+    applyChatTemplate(messages: Conversation[], options: ApplyChatTemplateOptions & {
+        tokenize: true;
+    }): number[][];
+    applyChatTemplate(messages: Conversation | Conversation[], options?: ApplyChatTemplateOptions): string | number[] | string[] | number[][];
+    /** Chat, non-streaming, async: renders the chat template, then generates from its token ids. */
+    chat(messages: Conversation, samplingParams?: SamplingParams, options?: ChatOptions): Promise<GenerateOutput>;
+    chat(messages: Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Promise<GenerateOutput[]>;
+    chat(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Promise<GenerateOutput | GenerateOutput[]>;
+    /** Chat, non-streaming, blocking. */
+    chatSync(messages: Conversation, samplingParams?: SamplingParams, options?: ChatOptions): GenerateOutput;
+    chatSync(messages: Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): GenerateOutput[];
+    chatSync(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): GenerateOutput | GenerateOutput[];
+    /** Chat, streaming, async iterator (chunks as in `generateStream`). */
+    chatStream(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): AsyncGenerator<StreamChunk>;
+    /** Chat, streaming, blocking iterator. */
+    chatStreamSync(messages: Conversation | Conversation[], samplingParams?: SamplingParams | SamplingParams[], options?: ChatOptions): Generator<StreamChunk>;
     tokenize(text: string): number[];
     detokenize(ids: number[], options?: {
         skipSpecialTokens?: boolean;
     }): string;
     /** Resolved options, KV pool state and counters. */
-    getServerInfo(): Record<string, unknown>;
+    getServerInfo(): ServerInfo;
+    /** Drops every cached prefix no running request uses (SGLang's flush_cache). */
     flushCache(): void;
     /** Idempotent. In-flight requests reject with ERR_ENGINE_SHUTDOWN; model memory is freed. */
     shutdown(): void;

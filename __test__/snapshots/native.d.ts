@@ -13,8 +13,14 @@ export declare class NativeEngine {
   /** Loads the model, blocking the calling thread. */
   constructor(options: any)
   /** Queues one prompt (text or token ids); returns one request per sample (`n`). */
-  submit(prompt: string | Array<number>, params: any | undefined | null, rid: string | undefined | null, stream: boolean): Array<NativeRequest>
+  submit(prompt: string | Array<number>, params: any | undefined | null, rid: string | undefined | null, stream: boolean, options?: any | undefined | null): Array<NativeRequest>
   tokenize(text: string): Array<number>
+  /**
+   * Renders the model's chat template. `request` is the JSON text of `{ messages, tools?, documents?,
+   * chatTemplateKwargs?, addGenerationPrompt? }` (text, so object key order survives); with `tokenize`,
+   * returns the token ids of the rendered text, special tokens not added again.
+   */
+  applyChatTemplate(request: string, tokenize: boolean): string | Array<number>
   detokenize(ids: Array<number>, skipSpecialTokens?: boolean | undefined | null): string
   serverInfo(): any
   flushCache(): void
