@@ -13,7 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const FAST_MATH: &[&str] = &["activation", "embedding", "rmsnorm"];
+const FAST_MATH: &[&str] = &[
+    "activation",
+    "attention_decode",
+    "attention_prefill",
+    "embedding",
+    "rmsnorm",
+];
 
 fn main() {
     let kernels = Path::new("kernels");

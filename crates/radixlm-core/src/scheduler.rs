@@ -153,11 +153,16 @@ impl Scheduler {
 
     /// Whether `tokens` would reuse at least `IN_BATCH_SHARE_MIN` more tokens than `cached` once a
     /// running prompt that is still being prefilled has been cached.
+    /// The samples of one prompt (`n` > 1) share it whole: one page of gain is enough for them, so the
+    /// prompt is prefilled once.
     fn should_wait_for_running_prefill(&self, tokens: &[u32], cached: usize) -> bool {
+        let page = self.mem.page_size();
         self.mem.cache.is_some()
             && self.running.iter().any(|o| {
-                o.kv_len < o.prompt.len()
-                    && o.prompt.iter().zip(tokens).take_while(|(a, b)| a == b).count() >= cached + IN_BATCH_SHARE_MIN
+                let common = o.prompt.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+                let same_prompt = common == tokens.len() && o.prompt.len() > tokens.len();
+                let min_gain = if same_prompt { page } else { IN_BATCH_SHARE_MIN };
+                o.kv_len < o.prompt.len() && common >= cached + min_gain
             })
     }
 

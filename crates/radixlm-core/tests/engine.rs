@@ -238,3 +238,19 @@ fn memory_pressure_every_request_makes_progress() {
     assert_eq!(info["integrityFailures"], 0, "{info}");
     assert_eq!(info["running"], 0);
 }
+
+#[test]
+fn samples_of_one_prompt_share_its_prefill() {
+    let e = engine(json!({"pageSize": 4}));
+    let prompt: Vec<u32> = (500..530).collect(); // 30 tokens: 7 whole pages before the last token
+    let params = json!({"temperature": 1.0, "maxNewTokens": 4, "n": 4, "seed": 5, "ignoreEos": true});
+    let hs = e.submit(PromptInput::Ids(prompt), &params, None, false).unwrap();
+    let cached: Vec<usize> = hs
+        .into_iter()
+        .map(|mut h| match h.next_blocking() {
+            Some(Event::Done(o)) => o.cached_tokens,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(cached, vec![0, 28, 28, 28], "samples 2..n must reuse the first sample's prompt pages");
+}

@@ -43,6 +43,22 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// 16-byte asynchronous copy global -> shared (sm_80+; .cg: cached in L2 only, streaming data such as
+// KV pages gains nothing from L1). When `pred` is false nothing is read and the 16 bytes are zero-filled
+// (`src` must still be a valid pointer). Both addresses must be 16-byte aligned.
+__device__ __forceinline__ void cp_async16(void* smem, const void* src, bool pred) {
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(pred ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most N committed groups of this thread are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Sum over the whole block; every thread gets the result. Call at most once per kernel (the shared
 // scratch is not re-synchronised for a second use).
 __device__ __forceinline__ float block_sum(float v) {

@@ -5,7 +5,8 @@
 //!
 //! They panic on inconsistent shapes (they are references, not API).
 
-use crate::layout::AttnShape;
+use crate::attention::softmax_scale;
+use crate::layout::{AttnShape, PagedKv};
 use crate::rope::{angle, Rope, RopeFreqs, RopeStyle};
 use half::bf16;
 
@@ -132,6 +133,118 @@ pub fn rope_kv_write(
     }
 }
 
+/// One attention row: `q_head` against positions `0 .. len` of page-table row `seq`, kv head `kvh`;
+/// scores and the weighted sum in f64, one rounding. Page ids are clamped into the cache, as the
+/// kernels do. `len` = 0 gives zeros.
+fn attend(
+    out: &mut [bf16],
+    q_head: &[bf16],
+    kv: &PagedKv<'_, [bf16], [i32]>,
+    seq: usize,
+    kvh: usize,
+    len: usize,
+    shape: AttnShape,
+) {
+    let (d, kv_width) = (shape.head_dim, shape.kv_width());
+    let num_pages = kv.k_cache.len() / (kv.page_size * kv_width);
+    let scale = softmax_scale(d) as f64;
+    let row = |cache: &'_ [bf16], p: usize| -> std::ops::Range<usize> {
+        let page = kv.page_table[seq * kv.max_pages + p / kv.page_size].clamp(0, num_pages as i32 - 1);
+        let slot = page as usize * kv.page_size + p % kv.page_size;
+        let start = (slot * shape.num_kv_heads + kvh) * d;
+        assert!(start + d <= cache.len());
+        start..start + d
+    };
+    let scores: Vec<f64> = (0..len)
+        .map(|p| {
+            let k = &kv.k_cache[row(kv.k_cache, p)];
+            let dot: f64 = q_head.iter().zip(k).map(|(&a, &b)| f(a) as f64 * f(b) as f64).sum();
+            dot * scale
+        })
+        .collect();
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut acc = vec![0f64; d];
+    for (p, w) in weights.iter().enumerate() {
+        for (a, &v) in acc.iter_mut().zip(&kv.v_cache[row(kv.v_cache, p)]) {
+            *a += w * f(v) as f64;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = b(if len == 0 { 0.0 } else { (a / total) as f32 });
+    }
+}
+
+/// kernels/attention_decode.cu (either variant): `out[b]` = attention of q row `b` over the first
+/// `seq_lens[b]` positions (clamped to the page table's reach) of sequence `b`.
+pub fn attention_decode(
+    out: &mut [bf16],
+    q: &[bf16],
+    q_stride: usize,
+    kv: PagedKv<'_, [bf16], [i32]>,
+    seq_lens: &[i32],
+    shape: AttnShape,
+) {
+    let (d, width) = (shape.head_dim, shape.num_heads * shape.head_dim);
+    let group = shape.num_heads / shape.num_kv_heads;
+    assert_eq!(out.len(), seq_lens.len() * width);
+    let cap = kv.max_pages * kv.page_size;
+    for (b, (o, &len)) in out.chunks_exact_mut(width).zip(seq_lens).enumerate() {
+        let len = (len.max(0) as usize).min(cap);
+        for h in 0..shape.num_heads {
+            let qh = &q[b * q_stride + h * d..][..d];
+            attend(&mut o[h * d..(h + 1) * d], qh, &kv, b, h / group, len, shape);
+        }
+    }
+}
+
+/// kernels/attention_prefill.cu: causal attention of each sequence's new tokens over its cached
+/// prefix and themselves. Rows outside every sequence are left untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_prefill(
+    out: &mut [bf16],
+    q: &[bf16],
+    q_stride: usize,
+    kv: PagedKv<'_, [bf16], [i32]>,
+    cu_seqlens: &[i32],
+    prefix_lens: &[i32],
+    shape: AttnShape,
+) {
+    let (d, width) = (shape.head_dim, shape.num_heads * shape.head_dim);
+    let group = shape.num_heads / shape.num_kv_heads;
+    let tokens = (out.len() / width) as i32;
+    let cap = kv.max_pages * kv.page_size;
+    for (s, &prefix) in prefix_lens.iter().enumerate() {
+        let q0 = cu_seqlens[s].clamp(0, tokens);
+        let q1 = cu_seqlens[s + 1].clamp(q0, tokens);
+        let prefix = prefix.max(0) as usize;
+        let kv_len = (prefix + (q1 - q0) as usize).min(cap);
+        for (i, t) in (q0 as usize..q1 as usize).enumerate() {
+            let len = (prefix + i + 1).min(kv_len);
+            for h in 0..shape.num_heads {
+                let qh = &q[t * q_stride + h * d..][..d];
+                let o = &mut out[t * width + h * d..][..d];
+                attend(o, qh, &kv, s, h / group, len, shape);
+            }
+        }
+    }
+}
+
+/// src/gemm.rs: `y [m, n] = x [m, k] W[n, k]^T (+ bias[n])`, f64 sums, one rounding.
+pub fn linear(y: &mut [bf16], x: &[bf16], w: &[bf16], bias: Option<&[bf16]>, k: usize) {
+    let n = w.len() / k;
+    assert_eq!(y.len(), x.len() / k * n);
+    let wf: Vec<f64> = w.iter().map(|&v| f(v) as f64).collect();
+    for (yr, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
+        let xf: Vec<f64> = xr.iter().map(|&v| f(v) as f64).collect();
+        for (j, o) in yr.iter_mut().enumerate() {
+            let dot: f64 = xf.iter().zip(&wf[j * k..(j + 1) * k]).map(|(a, b)| a * b).sum();
+            *o = b((dot + bias.map_or(0.0, |bv| f(bv[j]) as f64)) as f32);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +307,45 @@ mod tests {
             assert_eq!(&kc[4..], &qkv[4..8]);
             assert_eq!(&vc[4..], &qkv[8..]);
         }
+    }
+
+    #[test]
+    fn attention_twins_on_a_tiny_cache() {
+        // 1 kv head, head_dim 2, page_size 2; sequence pages [1, 0]: positions 0,1 in page 1, 2 in page 0.
+        let shape = AttnShape {
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 2,
+        };
+        let k = v(&[0.0, 1.0, 9.0, 9.0, 1.0, 0.0, 1.0, 0.0]); // slot 0: pos 2, slot 2-3: pos 0-1
+        let vv = v(&[5.0, 6.0, 9.0, 9.0, 1.0, 2.0, 3.0, 4.0]);
+        let table = [1, 0];
+        let kv = PagedKv {
+            k_cache: &k[..],
+            v_cache: &vv[..],
+            page_size: 2,
+            page_table: &table[..],
+            max_pages: 2,
+        };
+        // Head 0: q = 0 -> uniform over the visible positions. Head 1: q = [0, 1000] -> pos 2 only.
+        let q = v(&[0.0, 0.0, 0.0, 1000.0]);
+        let mut out = v(&[7.0; 4]);
+        attention_decode(&mut out, &q, 4, kv, &[3], shape);
+        assert_eq!(out, v(&[3.0, 4.0, 5.0, 6.0]));
+        attention_decode(&mut out, &q, 4, kv, &[0], shape);
+        assert_eq!(out, v(&[0.0; 4]));
+        // Prefill: 2 new tokens after a prefix of 1: token 0 sees positions 0..=1, token 1 sees 0..=2.
+        let q2 = v(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1000.0]);
+        let mut out2 = v(&[7.0; 10]);
+        attention_prefill(&mut out2, &q2, 4, kv, &[0, 2], &[1], shape);
+        assert_eq!(out2, v(&[2.0, 3.0, 2.0, 3.0, 3.0, 4.0, 5.0, 6.0, 7.0, 7.0]));
+    }
+
+    #[test]
+    fn linear_is_x_times_w_transposed() {
+        let (x, w) = (v(&[1.0, 2.0, 3.0, 4.0]), v(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]));
+        let mut y = v(&[0.0; 6]);
+        linear(&mut y, &x, &w, Some(&v(&[0.5, 0.0, -1.0])), 2);
+        assert_eq!(y, v(&[1.5, 2.0, 2.0, 3.5, 4.0, 6.0]));
     }
 }

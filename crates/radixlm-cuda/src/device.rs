@@ -1,6 +1,7 @@
 //! The CUDA device as the rest of radixlm sees it: one context, one stream, the kernel modules.
 
 use crate::{ptx, Error, Result};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 use std::sync::Arc;
@@ -13,11 +14,22 @@ pub(crate) struct Kernels {
     pub silu_and_mul: CudaFunction,
     /// Indexed by [`Kernels::rope_index`].
     pub rope_kv: [CudaFunction; 4],
+    /// Indexed by [`Kernels::head_dim_index`] (head_dim 64, 128).
+    pub attn_decode: [CudaFunction; 2],
+    pub attn_decode_reduce: [CudaFunction; 2],
+    pub attn_prefill: [CudaFunction; 2],
 }
 
 impl Kernels {
     pub fn rope_index(neox: bool, table: bool) -> usize {
         (neox as usize) * 2 + table as usize
+    }
+
+    /// The attention kernels are compiled for these head sizes.
+    pub const HEAD_DIMS: [usize; 2] = [64, 128];
+
+    pub fn head_dim_index(head_dim: usize) -> Option<usize> {
+        Self::HEAD_DIMS.iter().position(|&d| d == head_dim)
     }
 }
 
@@ -29,6 +41,7 @@ pub struct Device {
     ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) k: Kernels,
+    sm_count: usize,
 }
 
 impl Device {
@@ -60,6 +73,20 @@ impl Device {
         let rmsnorm = load("rmsnorm", ptx::RMSNORM)?;
         let activation = load("activation", ptx::ACTIVATION)?;
         let rope = load("rope", ptx::ROPE)?;
+        let decode = load("attention_decode", ptx::ATTENTION_DECODE)?;
+        let prefill = load("attention_prefill", ptx::ATTENTION_PREFILL)?;
+        let by_head_dim = |m: &Arc<CudaModule>, name: &str| -> Result<[CudaFunction; 2]> {
+            let f = |d: usize| m.load_function(&format!("{name}_hd{d}_bf16"));
+            Ok([f(64)?, f(128)?])
+        };
+        let attn_prefill = by_head_dim(&prefill, "attn_prefill")?;
+        for (f, d) in attn_prefill.iter().zip(Kernels::HEAD_DIMS) {
+            // Past the 48 KiB default: Q tile + double-buffered K and V tiles (src/attention.rs).
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                crate::attention::prefill_smem(d) as i32,
+            )?;
+        }
         let k = Kernels {
             embedding: embedding.load_function("embedding_bf16")?,
             rmsnorm: rmsnorm.load_function("rmsnorm_bf16")?,
@@ -71,8 +98,18 @@ impl Device {
                 rope.load_function("rope_kv_neox_freq_bf16")?,
                 rope.load_function("rope_kv_neox_table_bf16")?,
             ],
+            attn_decode: by_head_dim(&decode, "attn_decode")?,
+            attn_decode_reduce: by_head_dim(&decode, "attn_decode_reduce")?,
+            attn_prefill,
         };
-        Ok(Device { ctx, stream, k })
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+        Ok(Device {
+            ctx,
+            stream,
+            k,
+            sm_count,
+        })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -82,6 +119,11 @@ impl Device {
     /// The stream every launcher uses; allocate and copy through it.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Streaming multiprocessors (132 on an H100 SXM): what launch heuristics size grids against.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
     }
 
     /// Device name and compute capability, e.g. `NVIDIA H100 80GB HBM3 (sm_90)`.

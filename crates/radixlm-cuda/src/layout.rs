@@ -34,6 +34,30 @@ impl AttnShape {
     }
 }
 
+/// One layer's paged KV cache plus the page tables of a batch, as the attention kernels read it.
+/// `C` is `[bf16]` / `[i32]` for the CPU twins, device buffers for the GPU.
+///
+/// `page_table` is `[sequences, max_pages]` int32, row-major: row `b` lists sequence `b`'s pages in
+/// order; entries past the pages a sequence uses are never read (fill them with anything, e.g. 0).
+/// A fixed `max_pages` (the longest context a CUDA-graph bucket allows) keeps every buffer's size
+/// independent of the step's lengths.
+#[derive(Debug)]
+pub struct PagedKv<'a, C: ?Sized, I: ?Sized> {
+    /// `[num_pages, page_size, num_kv_heads, head_dim]` bf16 each.
+    pub k_cache: &'a C,
+    pub v_cache: &'a C,
+    pub page_size: usize,
+    pub page_table: &'a I,
+    pub max_pages: usize,
+}
+
+impl<C: ?Sized, I: ?Sized> Clone for PagedKv<'_, C, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C: ?Sized, I: ?Sized> Copy for PagedKv<'_, C, I> {}
+
 /// The slot of the token at `pos` of a request whose pages are `page_table`.
 /// Panics if `pos` is past the request's pages (a scheduler bug, not an input error).
 pub fn slot(page_table: &[u32], page_size: usize, pos: usize) -> i32 {

@@ -4,14 +4,27 @@
 //! [`Error::NoDriver`] instead of failing to load.
 //!
 //! - [`Device`]: one context + one stream + the loaded kernel modules.
-//! - launchers, methods of [`Device`] (src/ops.rs): shapes checked on the host, then one launch.
+//! - launchers, methods of [`Device`] (src/ops.rs, src/attention.rs): shapes checked on the host,
+//!   then one launch (two for split-K decode attention).
+//! - [`Gemm`]: `y = x W^T (+ bias)` through cuBLASLt, a cached plan per shape (src/gemm.rs).
 //! - [`cpu`]: a plain-Rust twin of every kernel, the reference the GPU tests compare against.
 //! - [`layout`]: the paged KV cache layout and slot mapping; [`rope`]: host-side RoPE tables.
 //!
 //! Conventions of every kernel (kernels/common.cuh): bf16 storage, f32 math, one rounding per output.
 
+/// `ensure!(cond, op, fmt...)`: return an [`Error::Shape`] naming `op` unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $op:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err($crate::Error::Shape { op: $op, msg: format!($($fmt)+) });
+        }
+    };
+}
+
+pub mod attention;
 pub mod cpu;
 mod device;
+mod gemm;
 pub mod layout;
 mod ops;
 mod ptx;
@@ -19,8 +32,9 @@ pub mod rope;
 
 pub use cudarc;
 pub use device::Device;
+pub use gemm::Gemm;
 pub use half::bf16;
-pub use layout::AttnShape;
+pub use layout::{AttnShape, PagedKv};
 pub use rope::{Rope, RopeFreqs, RopeStyle};
 
 /// What can go wrong in this crate. Misuse (wrong shapes) is an error, never a panic or a launch.
@@ -44,6 +58,13 @@ pub enum Error {
     },
     #[error("{op}: {msg}")]
     Shape { op: &'static str, msg: String },
+    #[error("cuBLASLt could not be loaded (libcublasLt.so.13 not on the library path?)")]
+    NoBlas,
+    #[error("cuBLASLt {op}: {source}")]
+    Blas {
+        op: &'static str,
+        source: cudarc::cublaslt::result::CublasError,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,20 +15,12 @@ use crate::{Device, Error, Result};
 use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::bf16;
 
-macro_rules! ensure {
-    ($cond:expr, $op:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(Error::Shape { op: $op, msg: format!($($fmt)+) });
-        }
-    };
-}
-
 /// Threads for `work` items per block: a multiple of 32 in [32, max].
-fn threads(work: usize, max: usize) -> u32 {
+pub(crate) fn threads(work: usize, max: usize) -> u32 {
     (work.div_ceil(32) * 32).clamp(32, max) as u32
 }
 
-fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
+pub(crate) fn to_i32(op: &'static str, what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Shape {
         op,
         msg: format!("{what} = {v} does not fit in i32"),
@@ -39,7 +31,7 @@ fn vec8(len: usize, ptrs: &[u64]) -> i32 {
     (len.is_multiple_of(8) && ptrs.iter().all(|p| p % 16 == 0)) as i32
 }
 
-fn cfg(grid: (u32, u32), block: u32, smem: u32) -> LaunchConfig {
+pub(crate) fn cfg(grid: (u32, u32), block: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (grid.0, grid.1, 1),
         block_dim: (block, 1, 1),

@@ -10,6 +10,8 @@ macro_rules! ptx {
 pub const ARCH: &str = env!("RADIXLM_CUDA_ARCH_BUILT");
 
 pub const ACTIVATION: &str = ptx!("activation");
+pub const ATTENTION_DECODE: &str = ptx!("attention_decode");
+pub const ATTENTION_PREFILL: &str = ptx!("attention_prefill");
 pub const EMBEDDING: &str = ptx!("embedding");
 pub const RMSNORM: &str = ptx!("rmsnorm");
 pub const ROPE: &str = ptx!("rope");
