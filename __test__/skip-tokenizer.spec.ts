@@ -86,12 +86,13 @@ test('seeded sampling gives the same ids on both engines', async (t) => {
   t.deepEqual(b.outputIds, a.outputIds)
 })
 
-test('without ignoreEos the normal engine stops at EOS; its ids are a prefix of the bare engine ids', async (t) => {
+test('without ignoreEos both engines stop at the model EOS (as SGLang does without a tokenizer)', async (t) => {
   const sp = { temperature: 0, maxNewTokens: 48 }
   const a = await normal.generate({ inputIds: ids }, sp)
   const b = await bare.generate({ inputIds: ids }, sp)
-  t.deepEqual(b.outputIds.slice(0, a.outputIds.length), a.outputIds)
-  t.log(`normal: ${JSON.stringify(a.metaInfo.finishReason)} after ${a.outputIds.length}; bare: ${JSON.stringify(b.metaInfo.finishReason)} after ${b.outputIds.length}`)
+  t.is(a.metaInfo.finishReason.type, 'stop', 'the prompt must end at EOS within 48 tokens for this test to mean anything')
+  t.deepEqual(b.outputIds, a.outputIds)
+  t.deepEqual(b.metaInfo.finishReason, a.metaInfo.finishReason)
 })
 
 test('stream: outputIds chunks concatenate to the greedy ids; text and deltas are empty', async (t) => {

@@ -18,7 +18,7 @@ use crate::logprobs::{Collected, ReturnOptions};
 use crate::memory::{KvMemory, PageTable};
 use crate::model::hub::Progress;
 use crate::model::load::load;
-use crate::model::tokenizer::TokenizerInfo;
+use crate::model::tokenizer::{GenerationDefaults, TokenizerInfo};
 use crate::options::EngineOptions;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
@@ -78,6 +78,9 @@ pub(crate) enum Command {
 /// What the caller-side handle knows without asking the engine thread.
 struct Shared {
     tokenizer: Option<Arc<TokenizerInfo>>,
+    /// Known even without a tokenizer (skipTokenizerInit).
+    eos_ids: Vec<u32>,
+    defaults: GenerationDefaults,
     vocab_size: usize,
     context_length: usize,
     pool_tokens: usize,
@@ -120,6 +123,8 @@ impl EngineHandle {
         let tokenizer = loaded.tokenizer.map(Arc::new);
         let shared = Arc::new(Shared {
             tokenizer: tokenizer.clone(),
+            eos_ids: loaded.eos_ids,
+            defaults: loaded.defaults,
             vocab_size: cfg.vocab_size,
             context_length,
             pool_tokens: num_pages * page_size,
@@ -171,8 +176,7 @@ impl EngineHandle {
         self.ensure_open()?;
         let ret = ReturnOptions::from_json(options, self.shared.vocab_size, self.shared.opts.enable_return_hidden_states)?;
         let tk = self.shared.tokenizer.as_deref();
-        let defaults = tk.map(|t| t.defaults.clone()).unwrap_or_default();
-        let params = SamplingParams::from_json(params, &defaults, self.shared.vocab_size)?;
+        let params = SamplingParams::from_json(params, &self.shared.defaults, self.shared.vocab_size)?;
         if tk.is_none() && (!params.stop.is_empty() || params.min_new_tokens > 0 && !params.ignore_eos && params.stop_token_ids.is_empty()) {
             return Err(Error::invalid_params("samplingParams.stop / minNewTokens need a tokenizer (skipTokenizerInit is set)"));
         }
@@ -207,7 +211,7 @@ impl EngineHandle {
                 ),
             ));
         }
-        let mut eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { tk.map(|t| t.eos_ids.clone()).unwrap_or_default() };
+        let mut eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { self.shared.eos_ids.clone() };
         eos.extend(params.stop_token_ids.iter().copied());
         let base_rid = rid.unwrap_or_default();
         let mut handles = Vec::with_capacity(params.n);

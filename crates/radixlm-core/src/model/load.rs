@@ -5,7 +5,7 @@ use std::path::Path;
 use super::gguf::read_gguf;
 use super::hub::{resolve_model, HubEnv, ModelKind, Progress};
 use super::safetensors::SafetensorsWeights;
-use super::tokenizer::TokenizerInfo;
+use super::tokenizer::{GenerationDefaults, TokenizerInfo};
 use super::weights::{WeightMode, Weights};
 use crate::error::{Error, Result};
 use crate::layers::transformer::Transformer;
@@ -16,6 +16,10 @@ pub struct LoadedModel {
     pub model: Transformer,
     /// None with `skipTokenizerInit`.
     pub tokenizer: Option<TokenizerInfo>,
+    /// The model's EOS ids and generation defaults: from the tokenizer, or with `skipTokenizerInit` from
+    /// the same files read only for them (SGLang still stops at EOS in that mode).
+    pub eos_ids: Vec<u32>,
+    pub defaults: GenerationDefaults,
     /// Where the weights were found (after hub resolution).
     pub resolved_path: String,
 }
@@ -27,10 +31,9 @@ pub fn load(opts: &EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<
         ModelKind::Gguf => {
             let file = read_gguf(&resolved.path)?;
             let cfg = models::config_from_gguf(&file)?;
-            let tokenizer = match (&opts.tokenizer_path, opts.skip_tokenizer_init) {
-                (_, true) => None,
-                (Some(dir), false) => Some(TokenizerInfo::from_hf_dir(Path::new(dir), Path::new(dir))?),
-                (None, false) => Some(TokenizerInfo::from_gguf(&file)?),
+            let tokenizer = match &opts.tokenizer_path {
+                Some(dir) => TokenizerInfo::from_hf_dir(Path::new(dir), Path::new(dir)),
+                None => TokenizerInfo::from_gguf(&file),
             };
             (Transformer::load(cfg, &Weights::Gguf(file), mode)?, tokenizer)
         }
@@ -42,14 +45,18 @@ pub fn load(opts: &EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<
                 serde_json::from_str(&text).map_err(|e| Error::invalid_model(format!("config.json: {e}")))?;
             let cfg = models::config_from_hf(&json)?;
             let weights = Weights::Safetensors(SafetensorsWeights::open(dir)?);
-            let tokenizer = if opts.skip_tokenizer_init {
-                None
-            } else {
-                let tdir = opts.tokenizer_path.as_deref().map(Path::new).unwrap_or(dir);
-                Some(TokenizerInfo::from_hf_dir(tdir, dir)?)
-            };
+            let tdir = opts.tokenizer_path.as_deref().map(Path::new).unwrap_or(dir);
+            let tokenizer = TokenizerInfo::from_hf_dir(tdir, dir);
             (Transformer::load(cfg, &weights, mode)?, tokenizer)
         }
     };
-    Ok(LoadedModel { model, tokenizer, resolved_path: resolved.path.display().to_string() })
+    // With skipTokenizerInit a missing or broken tokenizer is no error: only EOS and defaults are lost.
+    let tokenizer = match (tokenizer, opts.skip_tokenizer_init) {
+        (Ok(t), _) => Some(t),
+        (Err(_), true) => None,
+        (Err(e), false) => return Err(e),
+    };
+    let (eos_ids, defaults) = tokenizer.as_ref().map(|t| (t.eos_ids.clone(), t.defaults.clone())).unwrap_or_default();
+    let tokenizer = tokenizer.filter(|_| !opts.skip_tokenizer_init);
+    Ok(LoadedModel { model, tokenizer, eos_ids, defaults, resolved_path: resolved.path.display().to_string() })
 }
