@@ -39,6 +39,7 @@ const OFFLINE: [string, number][] = [
   ['offline-async.mjs', 3],
   ['offline-async-stream.mjs', 3],
   ['offline-chat.mjs', 4],
+  ['offline-hidden-states.mjs', 2],
 ]
 
 for (const [file, prompts] of OFFLINE) {
@@ -63,6 +64,15 @@ test('examples/offline-chat.mjs prints the rendered chat template, ending with t
   const r = await runExample('offline-chat.mjs')
   t.is(r.code, 0, `exit code ${r.code}; stderr: ${r.stderr}`)
   t.regex(r.stdout, /<\|im_start\|>user\nWhat is the capital of France\?<\|im_end\|>\n<\|im_start\|>assistant\n/)
+})
+
+test('examples/offline-hidden-states.mjs prints hidden-state rows and first-token logprobs', async (t) => {
+  const r = await runExample('offline-hidden-states.mjs')
+  t.is(r.code, 0, `exit code ${r.code}; stderr: ${r.stderr}`)
+  const rows = [...r.stdout.matchAll(/Hidden states: (\d+) rows of 576 \(prompt (\d+) \+ generated (\d+) - 1\)/g)]
+  t.is(rows.length, 2, r.stdout)
+  for (const [, n, p, g] of rows) t.is(Number(n), Number(p) + Number(g) - 1)
+  t.regex(r.stdout, /first token ".*": logprob -?\d+\.\d+; top 3: /)
 })
 
 // --- custom-server.mjs ---
