@@ -149,7 +149,8 @@ fn attend(
     let num_pages = kv.k_cache.len() / (kv.page_size * kv_width);
     let scale = softmax_scale(d) as f64;
     let row = |cache: &'_ [bf16], p: usize| -> std::ops::Range<usize> {
-        let page = kv.page_table[seq * kv.max_pages + p / kv.page_size].clamp(0, num_pages as i32 - 1);
+        let page =
+            kv.page_table[seq * kv.max_pages + p / kv.page_size].clamp(0, num_pages as i32 - 1);
         let slot = page as usize * kv.page_size + p % kv.page_size;
         let start = (slot * shape.num_kv_heads + kvh) * d;
         assert!(start + d <= cache.len());
@@ -158,7 +159,11 @@ fn attend(
     let scores: Vec<f64> = (0..len)
         .map(|p| {
             let k = &kv.k_cache[row(kv.k_cache, p)];
-            let dot: f64 = q_head.iter().zip(k).map(|(&a, &b)| f(a) as f64 * f(b) as f64).sum();
+            let dot: f64 = q_head
+                .iter()
+                .zip(k)
+                .map(|(&a, &b)| f(a) as f64 * f(b) as f64)
+                .sum();
             dot * scale
         })
         .collect();
@@ -194,7 +199,15 @@ pub fn attention_decode(
         let len = (len.max(0) as usize).min(cap);
         for h in 0..shape.num_heads {
             let qh = &q[b * q_stride + h * d..][..d];
-            attend(&mut o[h * d..(h + 1) * d], qh, &kv, b, h / group, len, shape);
+            attend(
+                &mut o[h * d..(h + 1) * d],
+                qh,
+                &kv,
+                b,
+                h / group,
+                len,
+                shape,
+            );
         }
     }
 }
@@ -239,7 +252,11 @@ pub fn linear(y: &mut [bf16], x: &[bf16], w: &[bf16], bias: Option<&[bf16]>, k: 
     for (yr, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
         let xf: Vec<f64> = xr.iter().map(|&v| f(v) as f64).collect();
         for (j, o) in yr.iter_mut().enumerate() {
-            let dot: f64 = xf.iter().zip(&wf[j * k..(j + 1) * k]).map(|(a, b)| a * b).sum();
+            let dot: f64 = xf
+                .iter()
+                .zip(&wf[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
             *o = b((dot + bias.map_or(0.0, |bv| f(bv[j]) as f64)) as f32);
         }
     }
@@ -336,9 +353,10 @@ mod tests {
         assert_eq!(out, v(&[0.0; 4]));
         // Prefill: 2 new tokens after a prefix of 1: token 0 sees positions 0..=1, token 1 sees 0..=2.
         let q2 = v(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1000.0]);
-        let mut out2 = v(&[7.0; 10]);
+        let mut out2 = v(&[7.0; 12]); // a third row that no sequence owns stays untouched
         attention_prefill(&mut out2, &q2, 4, kv, &[0, 2], &[1], shape);
-        assert_eq!(out2, v(&[2.0, 3.0, 2.0, 3.0, 3.0, 4.0, 5.0, 6.0, 7.0, 7.0]));
+        let want = [2.0, 3.0, 2.0, 3.0, 3.0, 4.0, 5.0, 6.0, 7.0, 7.0, 7.0, 7.0];
+        assert_eq!(out2, v(&want));
     }
 
     #[test]

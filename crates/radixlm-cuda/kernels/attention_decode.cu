@@ -1,0 +1,253 @@
+// Paged attention for decode: one query token per sequence against that sequence's whole context in the
+// paged KV cache (vLLM's paged_attention v1/v2, FlashInfer's BatchDecodeWithPagedKVCache, SGLang's
+// triton decode_attention: the same job, our own kernel).
+//
+//   out[b, h, :] = sum_p softmax_p(q[b, h, :] . k[b, p, kvh, :] * scale) * v[b, p, kvh, :]
+//   p = 0 .. seq_lens[b] - 1,  kvh = h / (num_heads / num_kv_heads)  (GQA; MHA when equal)
+//
+// q: [batch, q_stride] bf16, head h at h * HD (q_stride = qkv_width to read q straight out of the fused,
+//    rotated qkv buffer); out: [batch, num_heads * HD] bf16.
+// k_cache, v_cache: [num_pages, page_size, num_kv_heads, HD] bf16 (src/layout.rs); the token at position
+//    p of sequence b is in page page_table[b * max_pages + p / page_size], offset p % page_size.
+// seq_lens: [batch] int32, context length INCLUDING the current token (rope.cu has stored its k and v).
+//    A length of 0 (padding rows of a CUDA-graph batch) gives an output row of zeros. Lengths are
+//    clamped to [0, max_pages * page_size] and page ids to [0, num_pages): a bad table gives wrong
+//    numbers, never an out-of-bounds read. Positions >= seq_len are never read, so unwritten slots of a
+//    sequence's last page (whatever they hold, NaN included) do not matter.
+// scale_log2 = softmax scale (1/sqrt(HD)) * log2(e): scores are kept in log2 units and exp2f is used.
+//
+// Block: one (kv head, sequence[, split]); blockDim = (HD/8, group, bdz). Thread (tx, ty, tz) holds 8
+// dims (tx) of q head kvh*group + ty, so the group's q heads share each K/V row read from shared memory
+// (same address across ty: a broadcast), and each K/V byte leaves HBM once per kv head. A dot product is
+// 8 FMAs + log2(HD/8) shuffles. K/V tiles of bdz * TPZ tokens stream through shared memory in a
+// STAGES-deep cp.async pipeline; z-slice tz takes TPZ consecutive tokens of each tile and keeps its own
+// online-softmax state (max m, sum l, 8 accumulators, f32, log2 units); the bdz states are merged at the end.
+// Everything is f32 except the bf16 inputs and the single bf16 rounding of each output.
+//
+// Split-K (flash-decoding): with few sequences, (kv heads x batch) blocks cannot fill 132 SMs nor keep
+// enough bytes in flight, so the context is cut into up to `max_splits` chunks handled by separate
+// blocks (grid.z); each writes its normalised partial output (f32) and log-sum-exp to a workspace, and
+// attn_decode_reduce merges them: out = sum_s 2^(lse_s - lse) o_s, lse = log2 sum_s 2^lse_s. The chunk
+// length is computed per sequence on the device (max(ceil(len / max_splits), min_chunk), rounded up to
+// 16), so a short sequence uses fewer splits than the grid has (the extra blocks exit at once) and the
+// grid does not depend on the lengths: a CUDA graph captured once per batch size serves every step.
+// max_splits = 1 is the single-pass kernel: no workspace, no second launch.
+#include "common.cuh"
+
+#define DEC_TPZ 4     // tokens per z-slice per tile
+#define DEC_STAGES 4  // cp.async pipeline depth (tiles in flight)
+
+// Chunk length of one split; identical in both kernels (so they agree on which splits exist).
+__device__ __forceinline__ int decode_chunk(int len, int max_splits, int min_chunk) {
+    if (max_splits <= 1) return max(len, 1);
+    int c = max((len + max_splits - 1) / max_splits, min_chunk);
+    return (c + 15) & ~15;
+}
+
+template <int HD>
+__device__ __forceinline__ void attn_decode(bf16* __restrict__ out, float* __restrict__ part_o,
+                                            float* __restrict__ part_lse, const bf16* __restrict__ q,
+                                            int64_t q_stride, const bf16* __restrict__ k_cache,
+                                            const bf16* __restrict__ v_cache, int num_pages,
+                                            const int32_t* __restrict__ page_table, int max_pages,
+                                            const int32_t* __restrict__ seq_lens, int page_size,
+                                            int num_heads, int num_kv_heads, float scale_log2,
+                                            int max_splits, int min_chunk) {
+    constexpr int BDX = HD / 8;
+    extern __shared__ uint4 smem_u4[];
+    bf16* smem = reinterpret_cast<bf16*>(smem_u4);
+    const int tx = threadIdx.x, ty = threadIdx.y, tz = threadIdx.z;
+    const int group = blockDim.y, bdz = blockDim.z;
+    const int tid = (tz * group + ty) * BDX + tx, nthreads = BDX * group * bdz;
+    const int tile = bdz * DEC_TPZ;
+    const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
+    const int head = kvh * group + ty;
+    const int len = min(max(seq_lens[b], 0), max_pages * page_size);
+    const int chunk = decode_chunk(len, max_splits, min_chunk);
+    const int start = split * chunk, end = min(len, start + chunk);
+    bf16* out_row = out + (int64_t)b * num_heads * HD + head * HD + tx * 8;
+    if (start >= end) {  // block-uniform: no barrier is skipped by part of the block
+        if (max_splits == 1 && tz == 0) {
+            const float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            store8(out_row, zero);
+        }
+        return;  // a split past the end: attn_decode_reduce does not read it
+    }
+
+    float qv[8];
+    load8(q + (int64_t)b * q_stride + head * HD + tx * 8, qv);
+#pragma unroll
+    for (int i = 0; i < 8; i++) qv[i] *= scale_log2;
+
+    const int32_t* pages = page_table + (int64_t)b * max_pages;
+    // Loads: a tile is tile * BDX (row, 16-byte chunk) pairs, each copied for K and for V; thread tid
+    // takes pairs tid, tid + nthreads, ... (at most DEC_TPZ of them, as nthreads >= BDX * bdz).
+    // Each pair needs its row's page id, a dependent global load: the ids of a tile are fetched one
+    // tile ahead into `pg`, so that latency overlaps the wait and the math instead of preceding the
+    // copies.
+    int pg[DEC_TPZ];
+    auto fetch_pages = [&](int t) {
+#pragma unroll
+        for (int i = 0; i < DEC_TPZ; i++) {
+            const int c = tid + i * nthreads, pos = start + t * tile + c / BDX;
+            if (c < tile * BDX && pos < end) pg[i] = pages[pos / page_size];
+        }
+    };
+    auto load_tile = [&](int t, int stage) {
+        bf16* ks = smem + (int64_t)stage * 2 * tile * HD;
+#pragma unroll
+        for (int i = 0; i < DEC_TPZ; i++) {
+            const int c = tid + i * nthreads;
+            if (c >= tile * BDX) break;
+            const int r = c / BDX, ch = c % BDX, pos = start + t * tile + r;
+            const bool ok = pos < end;
+            int64_t off = 0;
+            if (ok) {
+                const int page = min(max(pg[i], 0), num_pages - 1);
+                off = (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD + ch * 8;
+            }
+            cp_async16(ks + r * HD + ch * 8, k_cache + off, ok);
+            cp_async16(ks + tile * HD + r * HD + ch * 8, v_cache + off, ok);
+        }
+    };
+
+    float m = -INFINITY, l = 0.0f, o[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int ntiles = (end - start + tile - 1) / tile;
+#pragma unroll
+    for (int s = 0; s < DEC_STAGES - 1; s++) {
+        if (s < ntiles) {
+            fetch_pages(s);
+            load_tile(s, s);
+        }
+        cp_async_commit();  // empty groups keep the wait count uniform
+    }
+    if (DEC_STAGES - 1 < ntiles) fetch_pages(DEC_STAGES - 1);
+    for (int t = 0; t < ntiles; t++) {
+        const int nxt = t + DEC_STAGES - 1;
+        if (nxt < ntiles) {
+            load_tile(nxt, nxt % DEC_STAGES);
+            if (nxt + 1 < ntiles) fetch_pages(nxt + 1);
+        }
+        cp_async_commit();
+        cp_async_wait<DEC_STAGES - 1>();  // tile t has landed (for this thread) ...
+        __syncthreads();                  // ... and for every thread
+        const bf16* ks = smem + (int64_t)(t % DEC_STAGES) * 2 * tile * HD + tz * DEC_TPZ * HD;
+        const bf16* vs = ks + tile * HD;
+        const int pos0 = start + t * tile + tz * DEC_TPZ;
+        float s[DEC_TPZ];
+        float mt = m;
+#pragma unroll
+        for (int j = 0; j < DEC_TPZ; j++) {
+            float k8[8];
+            load8(ks + j * HD + tx * 8, k8);
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) d += qv[i] * k8[i];
+#pragma unroll
+            for (int off = BDX / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+            s[j] = pos0 + j < end ? d : -INFINITY;
+            mt = fmaxf(mt, s[j]);
+        }
+        if (mt != -INFINITY) {  // else this slice has no valid token in this tile (the last, partial one)
+            const float alpha = exp2f(m - mt);  // 0 on the first tile (m = -inf)
+            l *= alpha;
+#pragma unroll
+            for (int i = 0; i < 8; i++) o[i] *= alpha;
+#pragma unroll
+            for (int j = 0; j < DEC_TPZ; j++) {
+                const float p = exp2f(s[j] - mt);  // 0 for masked tokens, whose V rows are zero-filled
+                float v8[8];
+                load8(vs + j * HD + tx * 8, v8);
+                l += p;
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[i] += p * v8[i];
+            }
+            m = mt;
+        }
+        __syncthreads();  // every thread is done with stage t before it is refilled
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // Merge the bdz slices: [bdz][group][HD] partial outputs, then [bdz][group] (m, l) pairs.
+    float* red = reinterpret_cast<float*>(smem_u4);
+    float* ml = red + bdz * group * HD;
+    {
+        float* ro = red + (tz * group + ty) * HD + tx * 8;
+#pragma unroll
+        for (int i = 0; i < 8; i++) ro[i] = o[i];
+        if (tx == 0) {
+            ml[2 * (tz * group + ty)] = m;
+            ml[2 * (tz * group + ty) + 1] = l;
+        }
+    }
+    __syncthreads();
+    if (tz != 0) return;
+    float mm = -INFINITY;
+    for (int z = 0; z < bdz; z++) mm = fmaxf(mm, ml[2 * (z * group + ty)]);
+    float lsum = 0.0f, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int z = 0; z < bdz; z++) {
+        const float mz = ml[2 * (z * group + ty)];
+        if (mz == -INFINITY) continue;  // a slice that saw no valid token
+        const float w = exp2f(mz - mm);
+        lsum += ml[2 * (z * group + ty) + 1] * w;
+        const float* ro = red + (z * group + ty) * HD + tx * 8;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] += ro[i] * w;
+    }
+    const float inv = 1.0f / lsum;  // lsum >= 1: the maximum's own term is exp2(0)
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] *= inv;
+    if (max_splits == 1) {
+        store8(out_row, acc);
+    } else {
+        const int64_t row = ((int64_t)b * num_heads + head) * max_splits + split;
+        float4* po = reinterpret_cast<float4*>(part_o + row * HD + tx * 8);
+        po[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        po[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+        if (tx == 0) part_lse[row] = mm + log2f(lsum);
+    }
+}
+
+// Merges the splits of attn_decode: grid (num_heads, batch), HD threads, one output element each.
+template <int HD>
+__device__ __forceinline__ void attn_decode_reduce(bf16* __restrict__ out,
+                                                   const float* __restrict__ part_o,
+                                                   const float* __restrict__ part_lse,
+                                                   const int32_t* __restrict__ seq_lens, int max_len,
+                                                   int num_heads, int max_splits, int min_chunk) {
+    const int head = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+    const int len = min(max(seq_lens[b], 0), max_len);
+    const int chunk = decode_chunk(len, max_splits, min_chunk);
+    const int used = (len + chunk - 1) / chunk;  // splits with start < len (0 for a padding row)
+    const int64_t row = ((int64_t)b * num_heads + head) * max_splits;
+    float mm = -INFINITY;
+    for (int s = 0; s < used; s++) mm = fmaxf(mm, part_lse[row + s]);
+    float wsum = 0.0f, acc = 0.0f;
+    for (int s = 0; s < used; s++) {
+        const float w = exp2f(part_lse[row + s] - mm);
+        wsum += w;
+        acc += w * part_o[(row + s) * HD + d];
+    }
+    out[((int64_t)b * num_heads + head) * HD + d] = f2bf(used > 0 ? acc / wsum : 0.0f);
+}
+
+#define ATTN_DECODE_ENTRY(HD)                                                                       \
+    extern "C" __global__ void __launch_bounds__(1024) attn_decode_hd##HD##_bf16(                 \
+        bf16* out, float* part_o, float* part_lse, const bf16* q, int64_t q_stride,                \
+        const bf16* k_cache, const bf16* v_cache, int num_pages, const int32_t* page_table,        \
+        int max_pages, const int32_t* seq_lens, int page_size, int num_heads, int num_kv_heads,    \
+        float scale_log2, int max_splits, int min_chunk) {                                         \
+        attn_decode<HD>(out, part_o, part_lse, q, q_stride, k_cache, v_cache, num_pages,           \
+                        page_table, max_pages, seq_lens, page_size, num_heads, num_kv_heads,       \
+                        scale_log2, max_splits, min_chunk);                                        \
+    }                                                                                              \
+    extern "C" __global__ void attn_decode_reduce_hd##HD##_bf16(                                   \
+        bf16* out, const float* part_o, const float* part_lse, const int32_t* seq_lens,           \
+        int max_len, int num_heads, int max_splits, int min_chunk) {                               \
+        attn_decode_reduce<HD>(out, part_o, part_lse, seq_lens, max_len, num_heads, max_splits,   \
+                               min_chunk);                                                         \
+    }
+
+ATTN_DECODE_ENTRY(64)
+ATTN_DECODE_ENTRY(128)
