@@ -86,6 +86,9 @@ export interface ServerInfo {
   retractions: number
   /** Failed page-accounting checks (always 0 unless there is a bug). */
   integrityFailures: number
+  /** Structured output: token masks computed (one per constrained sample), and the seconds they took. */
+  grammarMasks: number
+  grammarMaskSeconds: number
 }
 
 export interface LoadProgress {
@@ -117,8 +120,11 @@ export interface CamelSamplingParams {
   n?: number
   seed?: number
   logitBias?: Record<string, number>
-  jsonSchema?: string
+  /** Structured output (at most one of the three): a JSON Schema, as JSON text (SGLang) or an object. */
+  jsonSchema?: string | Record<string, unknown> | boolean
+  /** A regular expression (Rust `regex` syntax) the whole output must match. */
   regex?: string
+  /** A grammar: llguidance's Lark-like syntax (`start: ...`) or GBNF (`root ::= ...`). */
   ebnf?: string
 }
 export type SamplingParams = WithSnakeCase<CamelSamplingParams>
@@ -513,7 +519,10 @@ export class Engine {
     options.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       while (pending.size > 0) {
-        const { s, ev } = await Promise.race([...pending.values(), aborted])
+        // `aborted` goes first: Promise.race takes the first already-settled entry in array order, so a
+        // chunk that arrived before the signal fired must not win over the abort.
+        const { s, ev } = await Promise.race([aborted, ...pending.values()])
+        if (options.signal?.aborted) throw abortedError()
         pending.delete(s.index)
         if (ev === null) continue
         if (ev.kind !== 'done') pending.set(s.index, pull(s))

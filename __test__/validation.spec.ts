@@ -88,7 +88,10 @@ const BAD_PARAMS: [string, Record<string, unknown>, string][] = [
   ['n 0', { n: 0 }, 'n'],
   ["ignoreEos 'yes'", { ignoreEos: 'yes' }, 'ignoreEos'],
   ["unknown key 'bogus'", { bogus: 1 }, 'bogus'],
-  ['jsonSchema (not supported yet)', { jsonSchema: '{"type":"object"}' }, 'jsonSchema'],
+  ['jsonSchema not valid JSON', { jsonSchema: '{"type":' }, 'jsonSchema'],
+  ['regex that does not compile', { regex: '(ab' }, 'regex'],
+  ['jsonSchema and regex together', { jsonSchema: '{"type":"object"}', regex: 'a' }, 'regex'],
+  ['structuralTag (not supported yet)', { structuralTag: '{}' }, 'structuralTag'],
   ['both max_new_tokens and maxNewTokens', { max_new_tokens: 2, maxNewTokens: 2 }, 'maxNewTokens'],
   ['snake_case key with a bad value names the camelCase key', { top_p: 2 }, 'topP'],
 ]

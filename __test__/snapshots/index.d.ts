@@ -68,6 +68,9 @@ export interface ServerInfo {
     retractions: number;
     /** Failed page-accounting checks (always 0 unless there is a bug). */
     integrityFailures: number;
+    /** Structured output: token masks computed (one per constrained sample), and the seconds they took. */
+    grammarMasks: number;
+    grammarMaskSeconds: number;
 }
 export interface LoadProgress {
     file: string;
@@ -97,8 +100,11 @@ export interface CamelSamplingParams {
     n?: number;
     seed?: number;
     logitBias?: Record<string, number>;
-    jsonSchema?: string;
+    /** Structured output (at most one of the three): a JSON Schema, as JSON text (SGLang) or an object. */
+    jsonSchema?: string | Record<string, unknown> | boolean;
+    /** A regular expression (Rust `regex` syntax) the whole output must match. */
     regex?: string;
+    /** A grammar: llguidance's Lark-like syntax (`start: ...`) or GBNF (`root ::= ...`). */
     ebnf?: string;
 }
 export type SamplingParams = WithSnakeCase<CamelSamplingParams>;

@@ -52,6 +52,7 @@ fn main() {
                 ret: Default::default(),
                 collected: Default::default(),
                 arrived: Instant::now(),
+                grammar: None,
             });
         }
         let mut times = Vec::with_capacity(steps);

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use crate::model::tokenizer::{GenerationDefaults, TokenizerInfo};
 use crate::options::EngineOptions;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
+use crate::sampling::grammar::GrammarCompiler;
 use crate::sampling::{RequestSampler, SamplingParams};
 use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
 use crate::worker::Worker;
@@ -70,8 +71,8 @@ pub enum Event {
 pub(crate) enum Command {
     Add(Box<Request>, UnboundedSender<Event>),
     Abort(u64, String),
-    Flush,
-    Info(Sender<Value>),
+    /// Acknowledged once the cache is flushed and the counters published.
+    Flush(Sender<()>),
     Shutdown,
 }
 
@@ -86,6 +87,8 @@ struct Shared {
     pool_tokens: usize,
     opts: EngineOptions,
     resolved_path: String,
+    /// Structured output: built on the first request with a grammar, then shared by all.
+    grammar: OnceLock<Result<Arc<GrammarCompiler>>>,
 }
 
 pub struct EngineHandle {
@@ -93,6 +96,8 @@ pub struct EngineHandle {
     cmd: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: Arc<AtomicBool>,
+    /// Counters published by the engine thread (see `Worker::deliver`).
+    snapshot: Arc<Mutex<Value>>,
     next_id: AtomicU64,
     seed_base: u64,
 }
@@ -130,16 +135,18 @@ impl EngineHandle {
             pool_tokens: num_pages * page_size,
             opts: opts.clone(),
             resolved_path: loaded.resolved_path,
+            grammar: OnceLock::new(),
         });
         let (tx, rx) = channel();
         let closed = Arc::new(AtomicBool::new(false));
-        let worker = Worker::new(sched, runner, tokenizer, rx, closed.clone());
+        let snapshot = Arc::new(Mutex::new(Value::Null));
+        let worker = Worker::new(sched, runner, tokenizer, rx, closed.clone(), snapshot.clone());
         let thread = std::thread::Builder::new()
             .name("radixlm-engine".into())
             .spawn(move || worker.run())
             .map_err(|e| Error::internal(format!("cannot start the engine thread: {e}")))?;
         let seed_base = opts.random_seed.unwrap_or_else(rand::random);
-        Ok(EngineHandle { shared, cmd: tx, thread: Mutex::new(Some(thread)), closed, next_id: AtomicU64::new(1), seed_base })
+        Ok(EngineHandle { shared, cmd: tx, thread: Mutex::new(Some(thread)), closed, snapshot, next_id: AtomicU64::new(1), seed_base })
     }
 }
 
@@ -211,6 +218,25 @@ impl EngineHandle {
                 ),
             ));
         }
+        // Structured output: the grammar compiles here, on the caller's thread; a bad one fails this call.
+        let grammar = match &params.grammar {
+            None => None,
+            Some(spec) => {
+                let Some(t) = tk else {
+                    return Err(Error::invalid_params(format!(
+                        "samplingParams.{} needs a tokenizer (skipTokenizerInit is set)",
+                        spec.key()
+                    )));
+                };
+                let compiler = self
+                    .shared
+                    .grammar
+                    .get_or_init(|| GrammarCompiler::new(&t.tokenizer, self.shared.vocab_size, &self.shared.eos_ids).map(Arc::new))
+                    .as_ref()
+                    .map_err(Clone::clone)?;
+                Some(compiler.compile(spec)?)
+            }
+        };
         let mut eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { self.shared.eos_ids.clone() };
         eos.extend(params.stop_token_ids.iter().copied());
         let base_rid = rid.unwrap_or_default();
@@ -244,6 +270,8 @@ impl EngineHandle {
                 ret: ret.clone(),
                 collected: Collected::default(),
                 arrived: Instant::now(),
+                // Each sample walks its own copy of the grammar.
+                grammar: grammar.as_ref().map(|g| g.fork()),
             };
             let (tx, rx) = unbounded_channel();
             self.cmd
@@ -254,20 +282,23 @@ impl EngineHandle {
         Ok(handles)
     }
 
+    /// Drops every unused cached page; returns once done (after the engine's step in progress).
     pub fn flush_cache(&self) -> Result<()> {
         self.ensure_open()?;
-        let _ = self.cmd.send(Command::Flush);
-        Ok(())
+        let (tx, rx) = channel();
+        let gone = || Error::new(ErrorCode::EngineShutdown, "the engine has been shut down");
+        self.cmd.send(Command::Flush(tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
     }
 
     /// Resolved options, pool and counters, as JSON (camelCase keys).
     pub fn server_info(&self) -> Result<Value> {
         self.ensure_open()?;
-        let (tx, rx) = channel();
-        self.cmd
-            .send(Command::Info(tx))
-            .map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"))?;
-        let mut info = rx.recv().map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has stopped"))?;
+        // The engine thread publishes these after every step: reading never waits for a step to end.
+        let mut info = self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if info.is_null() {
+            info = json!({});
+        }
         let o = &self.shared.opts;
         info["modelPath"] = json!(o.model_path);
         info["resolvedModelPath"] = json!(self.shared.resolved_path);

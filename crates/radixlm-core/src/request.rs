@@ -15,6 +15,7 @@ use tokenizers::Tokenizer;
 use crate::detok::{Detokenizer, StopText};
 use crate::logprobs::{Collected, PositionLogprobs, ReturnOptions};
 use crate::memory::PageTable;
+use crate::sampling::grammar::Grammar;
 use crate::sampling::{RequestSampler, SamplingParams};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,10 @@ pub struct Request {
     pub ret: ReturnOptions,
     pub collected: Collected,
     pub arrived: Instant,
+    /// Structured output (`jsonSchema` / `regex` / `ebnf`): this sample's grammar state. It advances only
+    /// in `accept`, once per sampled token, so a retracted request (KV recomputed, outputs kept) never
+    /// feeds it a token twice.
+    pub grammar: Option<Grammar>,
 }
 
 impl Request {
@@ -139,6 +144,12 @@ impl Request {
     pub fn accept(&mut self, token: u32, tk: Option<&Tokenizer>) {
         self.output.push(token);
         self.sampler.observe(token);
+        // Structured output: advance the grammar (the mask allowed `token`, so this fails only on an
+        // internal grammar error, which ends the request).
+        if let Some(Err(e)) = self.grammar.as_mut().map(|g| g.commit(token)) {
+            self.finish = Some(FinishReason::Abort(e));
+            return;
+        }
         let may_stop = self.output.len() >= self.params.min_new_tokens;
         let stop_token = may_stop && self.stop_ids.contains(&token);
         if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
@@ -155,6 +166,11 @@ impl Request {
         if self.finish.is_none() {
             if stop_token {
                 self.finish = Some(FinishReason::StopToken(token));
+            } else if let Some(eos) = self.grammar.as_ref().filter(|g| g.is_done()).map(|g| g.eos()) {
+                // Structured output complete: the grammar allows nothing but EOS. End now, without a
+                // pass for that EOS, as a stop at the EOS id (SGLang: a terminated grammar is a matched
+                // stop token). Checked before the length cap: the output is whole.
+                self.finish = Some(FinishReason::StopToken(eos));
             } else if self.output.len() >= self.params.max_new_tokens || self.seq_len() >= self.max_seq_len {
                 self.finish = Some(FinishReason::Length(self.output.len()));
             }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
@@ -15,6 +15,7 @@ use crate::logprobs::meta_json;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
+use crate::sampling::grammar::Mask;
 use crate::scheduler::Scheduler;
 
 /// The engine thread's state. Owns everything by value.
@@ -28,8 +29,16 @@ pub(crate) struct Worker {
     live_rids: HashMap<String, u64>,
     rx: Receiver<Command>,
     closed: Arc<AtomicBool>,
+    /// What `getServerInfo()` reads, published before final events go out (so a caller that got its
+    /// result sees counters that include it) without ever waiting for a step to end.
+    snapshot: Arc<Mutex<Value>>,
+    /// Final events of this iteration, sent after the snapshot is published.
+    done: Vec<(UnboundedSender<Event>, Event)>,
     steps: u64,
     failures: u64,
+    /// Structured output: token masks computed, and the time they took.
+    grammar_masks: u64,
+    grammar_mask_ns: u64,
 }
 
 impl Worker {
@@ -39,8 +48,12 @@ impl Worker {
         tokenizer: Option<Arc<TokenizerInfo>>,
         rx: Receiver<Command>,
         closed: Arc<AtomicBool>,
+        snapshot: Arc<Mutex<Value>>,
     ) -> Self {
-        Worker { sched, runner, tokenizer, outputs: HashMap::new(), live_rids: HashMap::new(), rx, closed, steps: 0, failures: 0 }
+        let mut w = Worker { sched, runner, tokenizer, outputs: HashMap::new(), live_rids: HashMap::new(), rx, closed, snapshot, done: Vec::new(), steps: 0, failures: 0, grammar_masks: 0, grammar_mask_ns: 0 };
+        // Counters exist from the start.
+        w.deliver();
+        w
     }
 
     pub(crate) fn run(mut self) {
@@ -66,10 +79,14 @@ impl Worker {
             if stop {
                 break;
             }
+            // Also before the step: a long prefill step should not hide the requests that just arrived.
+            self.deliver();
             if !self.sched.is_idle() {
                 self.step();
             }
+            self.deliver();
         }
+        self.deliver();
         self.fail_all(ErrorCode::EngineShutdown, "the engine has been shut down");
         self.closed.store(true, Ordering::SeqCst);
     }
@@ -98,11 +115,10 @@ impl Worker {
                     self.finish(r);
                 }
             }
-            Command::Flush => {
+            Command::Flush(ack) => {
                 self.sched.mem.flush();
-            }
-            Command::Info(tx) => {
-                let _ = tx.send(self.info());
+                self.deliver();
+                let _ = ack.send(());
             }
             Command::Shutdown => return false,
         }
@@ -130,6 +146,8 @@ impl Worker {
             "steps": self.steps,
             "retractions": self.sched.retractions,
             "integrityFailures": self.failures,
+            "grammarMasks": self.grammar_masks,
+            "grammarMaskSeconds": self.grammar_mask_ns as f64 * 1e-9,
         })
     }
 
@@ -173,8 +191,36 @@ impl Worker {
             let r = &mut self.sched.running[i];
             r.record_rows(out.prompt_rows, out.hidden);
             let Some(mut row) = out.sample else { continue };
-            let banned = r.banned_now().to_vec();
-            let token = r.sampler.sample(&mut row, &r.params, &banned);
+            // Structured output: tokens the grammar cannot take next go to -inf first, so that no
+            // penalty, temperature or top-k/top-p/min-p cut can bring them back. When nothing but EOS
+            // is left, EOS is the token (drawn from a one-token distribution; no ban applies).
+            let mut forced = None;
+            if let Some(g) = r.grammar.as_mut() {
+                let t = std::time::Instant::now();
+                let mask = g.mask_logits(&mut row);
+                self.grammar_mask_ns += t.elapsed().as_nanos() as u64;
+                self.grammar_masks += 1;
+                match mask {
+                    Ok(Mask::Applied) => {}
+                    Ok(Mask::Done) => {
+                        let eos = g.eos();
+                        row.iter_mut().enumerate().for_each(|(i, l)| if i != eos as usize { *l = f32::NEG_INFINITY });
+                        forced = Some(eos);
+                    }
+                    Err(e) => {
+                        r.finish = Some(FinishReason::Abort(e));
+                        finished.push(r.id);
+                        continue;
+                    }
+                }
+            }
+            let token = match forced {
+                Some(t) => t,
+                None => {
+                    let banned = r.banned_now().to_vec();
+                    r.sampler.sample(&mut row, &r.params, &banned)
+                }
+            };
             // `row` now holds the logits the token was drawn from (penalties, ban and bias applied).
             r.record_output_logprob(&row, token);
             r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
@@ -228,11 +274,20 @@ impl Worker {
         self.send(r.id, Event::Done(out), true);
     }
 
+    /// Publishes the counters, then sends the final events held back until now.
+    fn deliver(&mut self) {
+        let info = self.info();
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = info;
+        for (tx, ev) in self.done.drain(..) {
+            let _ = tx.send(ev);
+        }
+    }
+
     fn send(&mut self, id: u64, ev: Event, last: bool) {
         if last {
             if let Some((tx, rid)) = self.outputs.remove(&id) {
                 self.live_rids.remove(&rid);
-                let _ = tx.send(ev);
+                self.done.push((tx, ev));
             }
         } else if let Some((tx, _)) = self.outputs.get(&id) {
             let _ = tx.send(ev);

@@ -254,3 +254,68 @@ fn samples_of_one_prompt_share_its_prefill() {
         .collect();
     assert_eq!(cached, vec![0, 28, 28, 28], "samples 2..n must reuse the first sample's prompt pages");
 }
+
+/// Structured output through the engine: every sample of `n` walks its own grammar, outputs match the
+/// regex / schema at temperature 1, a finished grammar ends the request as a stop at EOS, and forced
+/// retraction (KV recomputed, grammar state kept) changes nothing: the grammar never sees a token twice.
+#[test]
+fn grammar_outputs_survive_retraction_and_n() {
+    let run = |retract: Option<u64>| -> Vec<(String, Vec<u32>, FinishReason)> {
+        let mut opts = EngineOptions::from_json(&json!({"modelPath": fixture(), "randomSeed": 1, "maxTotalTokens": 400, "pageSize": 4})).unwrap();
+        opts.test_retract_every = retract;
+        let e = EngineHandle::start(opts, &mut |_| {}).unwrap();
+        let specs = [
+            json!({"regex": "[a-z]{2,6}( [a-z]{2,6}){1,4}"}),
+            json!({"jsonSchema": {"type": "object", "properties": {"k": {"enum": ["ab", "cd"]}, "v": {"type": "integer", "minimum": 0, "maximum": 999}}, "required": ["k", "v"], "additionalProperties": false}}),
+            json!({"ebnf": "root ::= \"(\" [0-9]{1,3} (\",\" [0-9]{1,3}){0,3} \")\""}),
+        ];
+        let mut hs = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let mut p = json!({"temperature": 1.0, "maxNewTokens": 64, "n": 3, "seed": 11 + i});
+            for (k, v) in spec.as_object().unwrap() {
+                p[k] = v.clone();
+            }
+            for j in 0..3 {
+                hs.extend(e.submit(PromptInput::Text(format!("prompt {i} {j}: some words to start from")), &p, None, j == 1).unwrap());
+            }
+        }
+        let out = hs
+            .into_iter()
+            .map(|mut h| loop {
+                match h.next_blocking() {
+                    Some(Event::Done(o)) => break (o.text, o.output_ids, o.finish),
+                    Some(Event::Chunk(_)) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+            .collect();
+        if retract.is_some() {
+            let info = e.server_info().unwrap();
+            assert!(info["retractions"].as_u64().unwrap() >= 5, "{info}");
+            assert_eq!(info["integrityFailures"], 0, "{info}");
+        }
+        out
+    };
+    let plain = run(None);
+    let regex = regex_lite(r"^[a-z]{2,6}( [a-z]{2,6}){1,4}$");
+    let tuple = regex_lite(r"^\([0-9]{1,3}(,[0-9]{1,3}){0,3}\)$");
+    for (i, (text, _, finish)) in plain.iter().enumerate() {
+        // A stop at one of the model's EOS ids (sampled while the grammar accepted, or the grammar done).
+        assert!(matches!(finish, FinishReason::StopToken(2000 | 2002)), "{i}: {text:?} {finish:?}");
+        match i / 9 {
+            0 => assert!(regex.is_match(text), "{text:?}"),
+            1 => {
+                let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                assert!(["ab", "cd"].contains(&v["k"].as_str().unwrap()) && v["v"].as_u64().unwrap() <= 999, "{text}");
+            }
+            _ => assert!(tuple.is_match(text), "{text:?}"),
+        }
+    }
+    // The samples differ from one another (own grammar, own seed).
+    assert!(plain[0].0 != plain[1].0 || plain[1].0 != plain[2].0, "{plain:?}");
+    assert_eq!(run(Some(2)), plain, "forced retraction changed grammar-constrained outputs");
+}
+
+fn regex_lite(rx: &str) -> regex::Regex {
+    regex::Regex::new(rx).unwrap()
+}

@@ -1,6 +1,7 @@
 //! Sampling: request parameters (parsing + validation) and the per-request sampler.
 
 pub mod params;
+pub mod grammar;
 pub mod sampler;
 
 pub use params::SamplingParams;

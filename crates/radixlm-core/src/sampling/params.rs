@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::grammar::GrammarSpec;
 use crate::error::{Error, Result};
 use crate::model::tokenizer::GenerationDefaults;
 
@@ -30,6 +31,8 @@ pub struct SamplingParams {
     pub n: usize,
     pub seed: Option<u64>,
     pub logit_bias: BTreeMap<u32, f32>,
+    /// Structured output: `jsonSchema`, `regex` or `ebnf` (at most one), compiled at submit time.
+    pub grammar: Option<GrammarSpec>,
 }
 
 impl Default for SamplingParams {
@@ -53,12 +56,13 @@ impl Default for SamplingParams {
             n: 1,
             seed: None,
             logit_bias: BTreeMap::new(),
+            grammar: None,
         }
     }
 }
 
 /// SGLang keys radixlm knows but does not implement yet: rejected with a clear message, not as unknown.
-const NOT_YET: &[&str] = &["json_schema", "regex", "ebnf", "structural_tag", "stop_regex", "custom_params"];
+const NOT_YET: &[&str] = &["structural_tag", "stop_regex", "custom_params"];
 
 /// camelCase -> snake_case, so both spellings land on one name.
 pub fn snake(key: &str) -> String {
@@ -224,6 +228,21 @@ impl SamplingParams {
                         p.logit_bias.insert(id, b as f32);
                     }
                 }
+                "json_schema" | "regex" | "ebnf" => {
+                    if p.grammar.is_some() {
+                        // SGLang: only one of regex, json_schema and ebnf may be set.
+                        return Err(err(&key, "only one of jsonSchema, regex and ebnf may be given"));
+                    }
+                    p.grammar = Some(match (key.as_str(), val) {
+                        ("json_schema", Value::String(s)) => GrammarSpec::JsonSchema(s.clone()),
+                        // A schema given as an object (or true/false) rather than as JSON text.
+                        ("json_schema", Value::Object(_) | Value::Bool(_)) => GrammarSpec::JsonSchema(val.to_string()),
+                        ("json_schema", _) => return Err(err(&key, "must be a JSON Schema (a JSON string or an object)")),
+                        ("regex", Value::String(s)) => GrammarSpec::Regex(s.clone()),
+                        ("ebnf", Value::String(s)) => GrammarSpec::Ebnf(s.clone()),
+                        _ => return Err(err(&key, "must be a string")),
+                    });
+                }
                 k if NOT_YET.contains(&k) => return Err(err(k, "is not supported by this version of radixlm")),
                 k => return Err(err(k, "unknown sampling parameter")),
             }
@@ -288,7 +307,12 @@ mod tests {
             (json!({"seed": -3}), "seed"),
             (json!({"n": 0}), "n"),
             (json!({"ignoreEos": "yes"}), "ignoreEos"),
-            (json!({"jsonSchema": "{}"}), "jsonSchema"),
+            (json!({"jsonSchema": 5}), "jsonSchema"),
+            (json!({"regex": ["a"]}), "regex"),
+            (json!({"ebnf": 1}), "ebnf"),
+            (json!({"regex": "a", "ebnf": "start: \"a\""}), "only one of jsonSchema, regex and ebnf"),
+            (json!({"json_schema": "{}", "regex": "a"}), "only one of jsonSchema, regex and ebnf"),
+            (json!({"structuralTag": "{}"}), "structuralTag"),
             (json!({"bogus": 1}), "bogus"),
         ];
         for (v, key) in cases {
@@ -296,6 +320,18 @@ mod tests {
             assert_eq!(e.code(), "ERR_INVALID_SAMPLING_PARAMS");
             assert!(e.message.contains(key), "{v} -> {}", e.message);
         }
+    }
+
+    #[test]
+    fn grammar_keys() {
+        let p = parse(json!({"jsonSchema": "{\"type\": \"string\"}"})).unwrap();
+        assert_eq!(p.grammar, Some(GrammarSpec::JsonSchema("{\"type\": \"string\"}".into())));
+        let p = parse(json!({"json_schema": {"type": "string"}})).unwrap();
+        assert_eq!(p.grammar, Some(GrammarSpec::JsonSchema("{\"type\":\"string\"}".into())));
+        assert_eq!(parse(json!({"regex": "[a-z]+"})).unwrap().grammar, Some(GrammarSpec::Regex("[a-z]+".into())));
+        assert_eq!(parse(json!({"ebnf": "start: \"a\""})).unwrap().grammar, Some(GrammarSpec::Ebnf("start: \"a\"".into())));
+        // null means unset, so it does not count towards "at most one".
+        assert_eq!(parse(json!({"regex": "a", "jsonSchema": null})).unwrap().grammar, Some(GrammarSpec::Regex("a".into())));
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn request(prompt: Vec<u32>, params: SamplingParams, stop_ids: Vec<u32>, seed: u
         ret: Default::default(),
         collected: Default::default(),
         arrived: Instant::now(),
+        grammar: None,
     }
 }
 
