@@ -62,7 +62,7 @@ fn main() {
             let t = Instant::now();
             let (b, rejected, never) = s.schedule();
             assert!(rejected.is_empty() && never.is_empty());
-            let pass = Pass::prepare(&s.running, &b, page_size);
+            let packed = Pass::prepare(&s.running, &b, page_size).ids.len();
             for &(i, q) in &b {
                 let r = &mut s.running[i];
                 let was_prefill = r.kv_len < r.prompt.len();
@@ -76,7 +76,7 @@ fn main() {
                 }
             }
             let dt = t.elapsed();
-            total += pass.ids.len();
+            total += packed;
             step += 1;
             // Time steady decode only: every request admitted and past its prompt.
             if s.running.len() == batch && b.iter().all(|&(_, q)| q == 1) && b.len() == batch {

@@ -7,23 +7,24 @@
 //! ```
 //! Token i of sequence s has position `start + i` and attends to positions `0..=start + i`.
 
-pub struct SeqSlice {
+pub struct SeqSlice<'a> {
     /// Tokens of this sequence in the batch.
     pub q_len: usize,
     /// Positions already in the KV cache before this pass.
     pub start: usize,
     /// Page ids covering positions `0..start + q_len`.
-    pub page_table: Vec<u32>,
+    /// Borrowed from the request: no copy per pass.
+    pub page_table: &'a [u32],
 }
 
-pub struct ForwardCtx {
-    pub seqs: Vec<SeqSlice>,
+pub struct ForwardCtx<'a> {
+    pub seqs: Vec<SeqSlice<'a>>,
     pub page_size: usize,
     /// Packed row indices whose logits are wanted (typically each sequence's last token).
     pub logit_rows: Vec<usize>,
 }
 
-impl ForwardCtx {
+impl ForwardCtx<'_> {
     pub fn num_tokens(&self) -> usize {
         self.seqs.iter().map(|s| s.q_len).sum()
     }

@@ -55,6 +55,16 @@ impl PagePool {
         PagePool { free: (0..total as u32).rev().collect(), total }
     }
 
+    /// Appends `n` free pages to `out` (no allocation besides `out`'s growth); false if there are fewer.
+    pub fn alloc_into(&mut self, n: usize, out: &mut Vec<u32>) -> bool {
+        if n > self.free.len() {
+            return false;
+        }
+        let at = self.free.len() - n;
+        out.extend(self.free.drain(at..).rev());
+        true
+    }
+
     pub fn alloc(&mut self, n: usize) -> Option<Vec<u32>> {
         if n > self.free.len() {
             return None;

@@ -83,13 +83,7 @@ impl KvMemory {
             self.evicted += freed.len() as u64;
             self.pool.release(&mut freed);
         }
-        match self.pool.alloc(n) {
-            Some(pages) => {
-                table.ids.extend(pages);
-                true
-            }
-            None => false,
-        }
+        self.pool.alloc_into(n, &mut table.ids)
     }
 
     /// Hands the whole pages of `tokens` (the ones with KV) to the cache while the sequence keeps

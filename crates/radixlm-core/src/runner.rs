@@ -52,15 +52,15 @@ pub struct EntryRows {
 }
 
 /// The host-side inputs of one forward pass.
-pub struct Pass {
+pub struct Pass<'a> {
     pub ids: Vec<u32>,
-    pub ctx: ForwardCtx,
+    pub ctx: ForwardCtx<'a>,
     pub hidden_rows: Vec<usize>,
     pub entries: Vec<EntryRows>,
 }
 
-impl Pass {
-    pub fn prepare(running: &[Request], batch: &Batch, page_size: usize) -> Pass {
+impl<'a> Pass<'a> {
+    pub fn prepare(running: &'a [Request], batch: &Batch, page_size: usize) -> Pass<'a> {
         let mut ids = Vec::new();
         let mut seqs = Vec::with_capacity(batch.len());
         let mut logit_rows = Vec::new();
@@ -88,7 +88,7 @@ impl Pass {
             let hidden_positions = if r.ret.hidden { from.max(r.collected.hidden_next).min(to)..to } else { 0..0 };
             hidden_rows.extend(hidden_positions.clone().map(|p| base + p - from));
             entries.push(EntryRows { sample, prompt_targets, hidden_positions });
-            seqs.push(SeqSlice { q_len: q, start: r.kv_len, page_table: r.pages.ids.clone() });
+            seqs.push(SeqSlice { q_len: q, start: r.kv_len, page_table: &r.pages.ids });
         }
         Pass { ids, ctx: ForwardCtx { seqs, page_size, logit_rows }, hidden_rows, entries }
     }

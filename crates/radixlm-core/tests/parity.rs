@@ -208,7 +208,7 @@ fn forward_chunks(model: &Transformer, ids: &[u32], chunks: &[usize], page_size:
     let mut start = 0;
     for &q in chunks {
         let ctx = ForwardCtx {
-            seqs: vec![SeqSlice { q_len: q, start, page_table: table[..(start + q).div_ceil(page_size)].to_vec() }],
+            seqs: vec![SeqSlice { q_len: q, start, page_table: &table[..(start + q).div_ceil(page_size)] }],
             page_size,
             logit_rows: (0..q).collect(),
         };

@@ -110,8 +110,8 @@ mod tests {
         // seq0: 3 tokens already cached + 2 new; seq1: 5 new (prefill).
         let ctx = ForwardCtx {
             seqs: vec![
-                SeqSlice { q_len: 2, start: 3, page_table: vec![9, 4, 13] },
-                SeqSlice { q_len: 5, start: 0, page_table: vec![2, 11, 0] },
+                SeqSlice { q_len: 2, start: 3, page_table: &[9, 4, 13] },
+                SeqSlice { q_len: 5, start: 0, page_table: &[2, 11, 0] },
             ],
             page_size,
             logit_rows: vec![],
