@@ -7,11 +7,10 @@
 
 use std::time::Instant;
 
-use radixlm_core::detok::StopText;
-use radixlm_core::memory::{KvMemory, PageTable};
+use radixlm_core::memory::KvMemory;
 use radixlm_core::request::Request;
 use radixlm_core::runner::Pass;
-use radixlm_core::sampling::{RequestSampler, SamplingParams};
+use radixlm_core::sampling::SamplingParams;
 use radixlm_core::scheduler::{Policy, Scheduler, SchedulerConfig};
 
 fn main() {
@@ -31,29 +30,7 @@ fn main() {
             let prompt: Vec<u32> =
                 (0..prompt_len).map(|p| if p < shared { (i % 16 * 1000 + p) as u32 } else { (i * 7919 + p) as u32 }).collect();
             let params = SamplingParams { max_new_tokens: 1 << 30, ignore_eos: true, ..SamplingParams::default() };
-            s.waiting.push_back(Request {
-                id: i as u64,
-                rid: format!("r{i}"),
-                sampler: RequestSampler::new(i as u64, &prompt),
-                detok: None,
-                text: StopText::new(Vec::new()),
-                prompt,
-                output: Vec::new(),
-                params,
-                pages: PageTable::default(),
-                kv_len: 0,
-                stop_ids: vec![2],
-                max_seq_len: 1 << 30,
-                stream: false,
-                finish: None,
-                cached_tokens: 0,
-                retractions: 0,
-                admitted: false,
-                ret: Default::default(),
-                collected: Default::default(),
-                arrived: Instant::now(),
-                grammar: None,
-            });
+            s.waiting.push_back(Request::new(i as u64, format!("r{i}"), prompt, params, i as u64, vec![2], 1 << 30));
         }
         let mut times = Vec::with_capacity(steps);
         let mut total = 0usize;

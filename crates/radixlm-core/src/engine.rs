@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -14,8 +13,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::detok::{Detokenizer, StopText};
 use crate::error::{Error, ErrorCode, Result};
 use crate::kv_cache::KvCache;
-use crate::logprobs::{Collected, ReturnOptions};
-use crate::memory::{KvMemory, PageTable};
+use crate::logprobs::ReturnOptions;
+use crate::memory::KvMemory;
 use crate::model::hub::Progress;
 use crate::model::load::load;
 use crate::model::tokenizer::{GenerationDefaults, TokenizerInfo};
@@ -23,7 +22,7 @@ use crate::options::EngineOptions;
 use crate::request::{FinishReason, Request};
 use crate::runner::ModelRunner;
 use crate::sampling::grammar::GrammarCompiler;
-use crate::sampling::{RequestSampler, SamplingParams};
+use crate::sampling::SamplingParams;
 use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
 use crate::worker::Worker;
 
@@ -249,30 +248,13 @@ impl EngineHandle {
                 (false, _) => format!("{base_rid}-{sample}"),
             };
             let seed = params.seed.map(|s| s.wrapping_add(sample as u64)).unwrap_or_else(|| mix(self.seed_base, id));
-            let req = Request {
-                id,
-                rid: rid.clone(),
-                sampler: RequestSampler::new(seed, &prompt),
-                detok: tk.map(|_| Detokenizer::new(&prompt, params.skip_special_tokens)),
-                text: StopText::new(params.stop.clone()),
-                prompt: prompt.clone(),
-                output: Vec::new(),
-                params: params.clone(),
-                pages: PageTable::default(),
-                kv_len: 0,
-                stop_ids: eos.clone(),
-                max_seq_len: self.shared.context_length,
-                stream,
-                finish: None,
-                cached_tokens: 0,
-                retractions: 0,
-                admitted: false,
-                ret: ret.clone(),
-                collected: Collected::default(),
-                arrived: Instant::now(),
-                // Each sample walks its own copy of the grammar.
-                grammar: grammar.as_ref().map(|g| g.fork()),
-            };
+            let mut req = Request::new(id, rid.clone(), prompt.clone(), params.clone(), seed, eos.clone(), self.shared.context_length);
+            req.detok = tk.map(|_| Detokenizer::new(&prompt, params.skip_special_tokens));
+            req.text = StopText::new(params.stop.clone());
+            req.stream = stream;
+            req.ret = ret.clone();
+            // Each sample walks its own copy of the grammar.
+            req.grammar = grammar.as_ref().map(|g| g.fork());
             let (tx, rx) = unbounded_channel();
             self.cmd
                 .send(Command::Add(Box::new(req), tx))

@@ -59,6 +59,34 @@ pub struct Request {
 }
 
 impl Request {
+    /// A fresh request: nothing computed, no text state (the engine adds detokenizer, stop strings,
+    /// return options and grammar for what the caller asked).
+    pub fn new(id: u64, rid: String, prompt: Vec<u32>, params: SamplingParams, seed: u64, stop_ids: Vec<u32>, max_seq_len: usize) -> Self {
+        Request {
+            id,
+            rid,
+            sampler: RequestSampler::new(seed, &prompt),
+            detok: None,
+            text: StopText::new(Vec::new()),
+            prompt,
+            output: Vec::new(),
+            params,
+            pages: PageTable::default(),
+            kv_len: 0,
+            stop_ids,
+            max_seq_len,
+            stream: false,
+            finish: None,
+            cached_tokens: 0,
+            retractions: 0,
+            admitted: false,
+            ret: ReturnOptions::default(),
+            collected: Collected::default(),
+            arrived: Instant::now(),
+            grammar: None,
+        }
+    }
+
     pub fn seq_len(&self) -> usize {
         self.prompt.len() + self.output.len()
     }

@@ -6,14 +6,12 @@
 //! tokens (HF / vLLM semantics; see the note on `repetition_covers_prompt_and_output`).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::params::SamplingParams;
 use super::sampler::RequestSampler;
-use crate::detok::StopText;
 use crate::request::{FinishReason, Request};
 
 const L: [f32; 6] = [2.0, -1.0, 0.5, 3.0, -2.0, 0.0];
@@ -111,29 +109,7 @@ fn banned_ids_stay_banned_whatever_the_bias_or_penalty() {
 }
 
 fn request(prompt: Vec<u32>, params: SamplingParams, stop_ids: Vec<u32>, seed: u64) -> Request {
-    Request {
-        id: 1,
-        rid: "r".into(),
-        sampler: RequestSampler::new(seed, &prompt),
-        prompt,
-        output: Vec::new(),
-        params,
-        pages: Default::default(),
-        kv_len: 0,
-        stop_ids,
-        max_seq_len: 10_000,
-        stream: false,
-        detok: None,
-        text: StopText::new(Vec::new()),
-        finish: None,
-        cached_tokens: 0,
-        retractions: 0,
-        admitted: false,
-        ret: Default::default(),
-        collected: Default::default(),
-        arrived: Instant::now(),
-        grammar: None,
-    }
+    Request::new(1, "r".into(), prompt, params, seed, stop_ids, 10_000)
 }
 
 /// Runs decode steps the way the worker does (banned_now -> sample -> accept) on `logits(step)`.
