@@ -59,9 +59,11 @@ impl Worker {
     pub(crate) fn run(mut self) {
         loop {
             // Block while idle; otherwise drain what arrived and take a step.
+            let mut arrived = false;
             if self.sched.is_idle() {
                 match self.rx.recv() {
                     Ok(c) => {
+                        arrived = true;
                         if !self.handle(c) {
                             break;
                         }
@@ -71,6 +73,7 @@ impl Worker {
             }
             let mut stop = false;
             while let Ok(c) = self.rx.try_recv() {
+                arrived = true;
                 if !self.handle(c) {
                     stop = true;
                     break;
@@ -79,8 +82,11 @@ impl Worker {
             if stop {
                 break;
             }
-            // Also before the step: a long prefill step should not hide the requests that just arrived.
-            self.deliver();
+            // Also before the step when commands came in: a long prefill step should not hide the
+            // requests that just arrived (or the result of an abort). Steady decode publishes once a step.
+            if arrived {
+                self.deliver();
+            }
             if !self.sched.is_idle() {
                 self.step();
             }
