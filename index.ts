@@ -4,16 +4,169 @@
 import * as path from 'node:path'
 import * as fs from 'node:fs'
 import type { NativeEngine, NativeRequest } from './native'
+import { ProgressBar } from './progress'
 
 type NativeModule = typeof import('./native')
 
-// The compiled entry lives in dist/, the generated loader beside package.json.
-function loadNative(): NativeModule {
-  const here = path.join(__dirname, 'native.js')
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require(fs.existsSync(here) ? here : path.join(__dirname, '..', 'native.js'))
+// --- Which native binary: the CPU build or the CUDA build, chosen per Engine from `options.device` ---
+//
+// Two builds of the same addon exist because the CUDA one links libcuda/cublas at load time and cannot
+// even load on a machine without them. The CPU build comes as the optional dependency
+// `radixlm-<platform>` (napi-rs's layout); the CUDA build is opt-in (`radixlm-linux-x64-gnu-cuda`). A source
+// build leaves either .node beside package.json, which wins over the packages. Nothing loads before the
+// first Engine, so `require('radixlm')` works (and the CUDA build is never touched) until one is made.
+
+interface BackendInfo {
+  cuda: boolean
+  devices: number
 }
-const native = loadNative()
+/** Both builds export the same API; `backendInfo` may be missing from older ones (read as a CPU build). */
+type NativeBinding = NativeModule & { backendInfo?: () => BackendInfo }
+
+// The compiled entry lives in dist/, index.ts (run under tsx) beside package.json.
+const PKG_ROOT = fs.existsSync(path.join(__dirname, 'package.json')) ? __dirname : path.join(__dirname, '..')
+const CUDA_PACKAGE = 'radixlm-linux-x64-gnu-cuda'
+const CUDA_BINARY = 'radixlm.linux-x64-gnu-cuda.node'
+
+function pkgVersion(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(PKG_ROOT, 'package.json'), 'utf8')).version
+  } catch {
+    return 'unknown'
+  }
+}
+
+/** napi-rs's name for this platform (`linux-x64-gnu`, `darwin-arm64`, `win32-x64-msvc`...). */
+function platformTriple(): string {
+  const { platform, arch } = process
+  if (platform === 'linux') {
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
+    return `linux-${arch}-${header?.glibcVersionRuntime ? 'gnu' : 'musl'}`
+  }
+  return platform === 'win32' ? `win32-${arch}-msvc` : `${platform}-${arch}`
+}
+
+/** The first error in napi-rs's load-error chain that is not "not found": a binary that exists but failed
+ * (too old a glibc, a truncated file). The chain keeps only messages, so "not found" is told by its text. */
+function loadFailure(e: unknown): Error | undefined {
+  for (let c: any = e, depth = 0; c && depth < 32; c = c.cause, depth++) {
+    if (c instanceof Error && !/^Cannot find (module|native binding)/.test(c.message)) return c
+  }
+  return undefined
+}
+
+let cpuBinding: NativeBinding | undefined
+/** The CPU build, through napi-rs's generated loader (./native.js): the .node beside package.json, then the
+ * platform package; it also honours NAPI_RS_NATIVE_LIBRARY_PATH. */
+function cpuNative(): NativeBinding {
+  if (cpuBinding) return cpuBinding
+  if (!fs.existsSync(path.join(PKG_ROOT, 'native.js'))) {
+    throw new RadixLMError('ERR_NATIVE_BINARY', `${path.join(PKG_ROOT, 'native.js')} is missing: in a clone of the repository, run \`npm run build:native\``)
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    cpuBinding = require(path.join(PKG_ROOT, 'native.js')) as NativeBinding
+    return cpuBinding
+  } catch (e) {
+    const triple = platformTriple()
+    const failed = loadFailure(e)
+    const pkg = `radixlm-${triple}`
+    const msg = failed
+      ? `radixlm's native binary failed to load: ${failed.message}`
+      : triple === 'linux-x64-gnu'
+        ? `radixlm's native binary is not installed: it comes in the optional dependency ${pkg}, which npm skips ` +
+          `with --omit=optional or --no-optional; install it with \`npm install ${pkg}@${pkgVersion()}\``
+        : `radixlm has no prebuilt binary for ${triple} (the package would be ${pkg}; only linux-x64-gnu is ` +
+          `published): build it from a clone of the repository with \`npm install && npm run build:native\` (needs Rust)`
+    throw new RadixLMError('ERR_NATIVE_BINARY', msg)
+  }
+}
+
+interface CudaState {
+  binding: NativeBinding | null
+  info: BackendInfo | null
+  /** Why `binding` is null: the message for an explicit `device: 'cuda'`. */
+  why: string
+  /** Something a user who installed the CUDA build should hear even under 'auto'. */
+  warning?: string
+}
+let cudaState: CudaState | undefined
+/** The CUDA build, loaded once; any failure is recorded, not thrown, so 'auto' can fall back quietly. */
+function cudaNative(): CudaState {
+  if (cudaState) return cudaState
+  const version = pkgVersion()
+  const install = `npm install ${CUDA_PACKAGE}@${version}`
+  const done = (s: Partial<CudaState>): CudaState => (cudaState = { binding: null, info: null, why: '', ...s })
+  // (Not platformTriple(): its process report is slow, and a musl system fails the load below anyway.)
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    return done({ why: `the CUDA build is published for linux-x64-gnu only (this is ${process.platform}-${process.arch})` })
+  }
+  const local = path.join(PKG_ROOT, CUDA_BINARY)
+  let file: string
+  if (fs.existsSync(local)) {
+    file = local
+  } else {
+    try {
+      file = require.resolve(CUDA_PACKAGE)
+    } catch {
+      return done({ why: `the CUDA build is not installed: \`${install}\` (it needs the NVIDIA driver and CUDA 13 libraries)` })
+    }
+    let installed = 'unknown'
+    try {
+      installed = JSON.parse(fs.readFileSync(path.join(path.dirname(file), 'package.json'), 'utf8')).version
+    } catch {}
+    // index.js and the addon talk through an unversioned ABI: a mismatched pair could misbehave, not just fail.
+    if (installed !== version) {
+      const why = `${CUDA_PACKAGE}@${installed} does not match radixlm@${version}: \`${install}\``
+      return done({ why, warning: `${why}; running on the CPU` })
+    }
+  }
+  let binding: NativeBinding
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require(file) as NativeBinding
+  } catch (e) {
+    return done({
+      why:
+        `the CUDA build (${file}) could not be loaded: ${(e as Error).message}. It needs the NVIDIA driver and the ` +
+        'CUDA 13 runtime libraries (libcudart, libcublas, libcublasLt, libcurand, libnvrtc) on the library path',
+    })
+  }
+  let info: BackendInfo | null = null
+  try {
+    info = binding.backendInfo?.() ?? null
+  } catch (e) {
+    return done({ why: `the CUDA build loaded but could not query the GPUs: ${(e as Error).message}` })
+  }
+  return done({ binding, info })
+}
+
+/** The build that serves `device`. 'auto' prefers the CUDA build when it is installed and sees a GPU, and
+ * otherwise runs on the CPU build without a word (a CPU-only machine is the common case, not an error). */
+function nativeFor(device: unknown): NativeBinding {
+  if (device === undefined || device === null || device === 'auto') {
+    const cuda = cudaNative()
+    if (cuda.binding && cuda.info && cuda.info.cuda && cuda.info.devices > 0) return cuda.binding
+    if (cuda.warning) {
+      process.emitWarning(cuda.warning, { code: 'RADIXLM_CUDA_MISMATCH' })
+      cuda.warning = undefined
+    }
+    return cpuNative()
+  }
+  const m = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null
+  // 'cpu', or a value the native options check rejects with its own message.
+  if (!m) return cpuNative()
+  const cuda = cudaNative()
+  if (!cuda.binding) throw new RadixLMError('ERR_INVALID_OPTIONS', `options.device '${device}': ${cuda.why}`)
+  // A build without backendInfo cannot say how many GPUs it sees: the native engine reports what it finds.
+  if (cuda.info && cuda.info.devices === 0) {
+    throw new RadixLMError('ERR_INVALID_OPTIONS', `options.device '${device}': the CUDA build sees no GPU (is the NVIDIA driver loaded?)`)
+  }
+  if (cuda.info && m[1] !== undefined && Number(m[1]) >= cuda.info.devices) {
+    throw new RadixLMError('ERR_INVALID_OPTIONS', `options.device '${device}': only ${cuda.info.devices} CUDA device(s) visible`)
+  }
+  return cuda.binding
+}
 
 type CamelToSnake<S extends string> = S extends `${infer H}${infer T}`
   ? `${H extends Lowercase<H> ? H : `_${Lowercase<H>}`}${CamelToSnake<T>}`
@@ -199,6 +352,9 @@ export interface CamelReturnOptions {
 export type GenerateOptions = WithSnakeCase<CamelReturnOptions> & {
   signal?: AbortSignal
   rid?: string | string[]
+  /** `generate` / `generateSync` (and `chat*`) only, like vLLM's `use_tqdm`: `true` draws a bar on stderr
+   * when it is a TTY; a function hears `{ done, total }` as each output arrives (generateSync: input order). */
+  progress?: boolean | ((p: { done: number; total: number }) => void)
 }
 
 export type Prompt = string | string[] | { inputIds: number[] | number[][] }
@@ -236,6 +392,18 @@ async function callAsync<T>(f: () => Promise<T>): Promise<T> {
 }
 
 const abortedError = () => new RadixLMError('ERR_ABORTED', 'the request was aborted')
+
+/** `options.progress` as a hook per final output (null when off); `end` closes the bar. */
+function progressReporter(progress: GenerateOptions['progress'], total: number) {
+  if (typeof progress === 'function') {
+    let done = 0
+    return { tick: (_out: GenerateOutput) => progress({ done: ++done, total }), end: () => {} }
+  }
+  // A bar written into a pipe or a log file would only be noise.
+  if (progress !== true || !process.stderr.isTTY) return null
+  const bar = new ProgressBar(total, { label: 'generate' })
+  return { tick: (out: GenerateOutput) => bar.tick(out.metaInfo.completionTokens), end: () => bar.end() }
+}
 
 const snakeToCamel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
 
@@ -282,8 +450,11 @@ function normalize(prompts: Prompt, params: SamplingParams | SamplingParams[] | 
     throw new RadixLMError('ERR_INVALID_INPUT', `got ${rids.length} rids for ${inputs.length} prompts`)
   }
   if (rids && new Set(rids).size !== rids.length) throw new RadixLMError('ERR_INVALID_INPUT', 'rids must be unique')
-  // Everything but signal and rid goes to the engine, which checks the keys and values.
-  const { signal: _signal, rid: _rid, ...ret } = opts
+  if (opts.progress !== undefined && typeof opts.progress !== 'boolean' && typeof opts.progress !== 'function') {
+    throw new RadixLMError('ERR_INVALID_INPUT', 'options.progress must be a boolean or a function')
+  }
+  // Everything but signal, rid and progress goes to the engine, which checks the keys and values.
+  const { signal: _signal, rid: _rid, progress: _progress, ...ret } = opts
   rejectNonFinite(ret, 'options', 'ERR_INVALID_INPUT')
   const native = Object.keys(ret).length > 0 ? ret : null
   const entries = inputs.map((input, i) => ({ input, params: Array.isArray(params) ? params[i] : params, rid: rids?.[i] }))
@@ -408,7 +579,7 @@ export class Engine {
       throw new RadixLMError('ERR_INVALID_OPTIONS', 'options.onProgress needs the non-blocking loader: use Engine.create()')
     }
     rejectNonFinite(options, 'options', 'ERR_INVALID_OPTIONS')
-    this.#native = call(() => new native.NativeEngine(options))
+    this.#native = call(() => new (nativeFor(options?.device).NativeEngine)(options))
   }
 
   /** Loads the model without blocking the event loop. */
@@ -418,7 +589,7 @@ export class Engine {
       throw new RadixLMError('ERR_INVALID_OPTIONS', 'options.onProgress must be a function')
     }
     rejectNonFinite(rest, 'options', 'ERR_INVALID_OPTIONS')
-    const n = await callAsync(() => native.createEngine(rest, onProgress ?? null))
+    const n = await callAsync(() => nativeFor(rest.device).createEngine(rest, onProgress ?? null))
     // Private fields exist only on objects built by the constructor (Object.create(Engine.prototype)
     // cannot hold #native), so hand the loaded engine to the constructor.
     adopted = n
@@ -454,8 +625,21 @@ export class Engine {
   generateSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): GenerateOutput | GenerateOutput[]
   generateSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options: GenerateOptions = {}) {
     const { reqs, single } = this.#submit(prompts, samplingParams, options, false)
-    const outs = reqs.map((r) => finalOutput(call(() => r.resultSync())))
-    return single ? outs[0] : outs
+    const report = progressReporter(options.progress, reqs.length)
+    try {
+      const outs = reqs.map((r) => {
+        const out = finalOutput(call(() => r.resultSync()))
+        report?.tick(out)
+        return out
+      })
+      return single ? outs[0] : outs
+    } catch (e) {
+      // A failed output (or a throwing progress callback) must not leave the rest running unobserved.
+      for (const r of reqs) r.abort()
+      throw e
+    } finally {
+      report?.end()
+    }
   }
 
   /** Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts. */
@@ -466,8 +650,15 @@ export class Engine {
     const { reqs, single } = this.#submit(prompts, samplingParams, options, false)
     const onAbort = () => reqs.forEach((r) => r.abort())
     options.signal?.addEventListener('abort', onAbort, { once: true })
+    const report = progressReporter(options.progress, reqs.length)
     try {
-      const outs = await Promise.all(reqs.map((r) => callAsync(() => r.result()).then(finalOutput)))
+      const outs = await Promise.all(
+        reqs.map((r) =>
+          callAsync(() => r.result())
+            .then(finalOutput)
+            .then((out) => (report?.tick(out), out)),
+        ),
+      )
       if (options.signal?.aborted) throw abortedError()
       return single ? outs[0] : outs
     } catch (e) {
@@ -475,6 +666,7 @@ export class Engine {
       throw options.signal?.aborted ? abortedError() : e
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
+      report?.end()
     }
   }
 

@@ -176,6 +176,12 @@ export interface CamelReturnOptions {
 export type GenerateOptions = WithSnakeCase<CamelReturnOptions> & {
     signal?: AbortSignal;
     rid?: string | string[];
+    /** `generate` / `generateSync` (and `chat*`) only, like vLLM's `use_tqdm`: `true` draws a bar on stderr
+     * when it is a TTY; a function hears `{ done, total }` as each output arrives (generateSync: input order). */
+    progress?: boolean | ((p: {
+        done: number;
+        total: number;
+    }) => void);
 };
 export type Prompt = string | string[] | {
     inputIds: number[] | number[][];
