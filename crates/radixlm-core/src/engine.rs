@@ -12,15 +12,14 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::detok::{Detokenizer, StopText};
 use crate::error::{Error, ErrorCode, Result};
-use crate::kv_cache::KvCache;
+use crate::backend;
 use crate::logprobs::ReturnOptions;
 use crate::memory::KvMemory;
 use crate::model::hub::Progress;
-use crate::model::load::load;
+use crate::model::load::open;
 use crate::model::tokenizer::{GenerationDefaults, TokenizerInfo};
 use crate::options::EngineOptions;
 use crate::request::{FinishReason, Request};
-use crate::runner::ModelRunner;
 use crate::sampling::grammar::GrammarCompiler;
 use crate::sampling::SamplingParams;
 use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
@@ -84,6 +83,9 @@ struct Shared {
     vocab_size: usize,
     context_length: usize,
     pool_tokens: usize,
+    /// Resolved for the backend in use (the options may leave them unset).
+    max_running: usize,
+    chunk_budget: usize,
     opts: EngineOptions,
     resolved_path: String,
     /// Structured output: built on the first request with a grammar, then shared by all.
@@ -104,36 +106,36 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Loads the model (blocking) and starts the engine thread.
     pub fn start(opts: EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
-        let loaded = load(&opts, progress)?;
-        let cfg = loaded.model.cfg.clone();
+        let mut files = open(&opts, progress)?;
+        let cfg = files.cfg.clone();
         let context_length = opts.context_length.unwrap_or(cfg.max_position_embeddings);
-        let per_token = KvCache::bytes_per_token(cfg.num_layers, cfg.kv_size());
-        let pool_tokens = opts
-            .max_total_tokens
-            .unwrap_or_else(|| ((4usize << 30) / per_token).clamp(2048, 65536));
         let page_size = opts.page_size;
-        let num_pages = pool_tokens.div_ceil(page_size);
-        let kv = KvCache::new(cfg.num_layers, num_pages, page_size, cfg.kv_size());
-        let runner = ModelRunner { model: loaded.model, kv };
+        let (tokenizer, eos_ids, defaults, resolved_path) =
+            (files.tokenizer.take(), std::mem::take(&mut files.eos_ids), files.defaults.clone(), files.resolved_path.clone());
+        let chosen = backend::create(&opts, files, context_length)?;
+        let num_pages = chosen.num_pages;
+        let runner = chosen.backend;
         let sched = Scheduler::new(
             SchedulerConfig {
-                max_running: opts.max_running_requests,
-                chunk_budget: opts.chunked_prefill_size,
+                max_running: chosen.max_running,
+                chunk_budget: chosen.chunk_budget,
                 policy: if opts.schedule_policy == "lpm" { Policy::LongestPrefix } else { Policy::Fcfs },
                 retract_every: opts.test_retract_every,
             },
             KvMemory::new(num_pages, page_size, !opts.disable_radix_cache),
         );
-        let tokenizer = loaded.tokenizer.map(Arc::new);
+        let tokenizer = tokenizer.map(Arc::new);
         let shared = Arc::new(Shared {
             tokenizer: tokenizer.clone(),
-            eos_ids: loaded.eos_ids,
-            defaults: loaded.defaults,
+            eos_ids,
+            defaults,
+            max_running: chosen.max_running,
+            chunk_budget: chosen.chunk_budget,
             vocab_size: cfg.vocab_size,
             context_length,
             pool_tokens: num_pages * page_size,
             opts: opts.clone(),
-            resolved_path: loaded.resolved_path,
+            resolved_path,
             grammar: OnceLock::new(),
         });
         let (tx, rx) = channel();
@@ -287,8 +289,8 @@ impl EngineHandle {
         info["contextLength"] = json!(self.shared.context_length);
         info["maxTotalTokens"] = json!(self.shared.pool_tokens);
         info["pageSize"] = json!(o.page_size);
-        info["maxRunningRequests"] = json!(o.max_running_requests);
-        info["chunkedPrefillSize"] = json!(if o.chunked_prefill_size == usize::MAX { -1i64 } else { o.chunked_prefill_size as i64 });
+        info["maxRunningRequests"] = json!(self.shared.max_running);
+        info["chunkedPrefillSize"] = json!(if self.shared.chunk_budget == usize::MAX { -1i64 } else { self.shared.chunk_budget as i64 });
         info["schedulePolicy"] = json!(o.schedule_policy);
         info["disableRadixCache"] = json!(o.disable_radix_cache);
         info["dtype"] = json!(o.dtype);

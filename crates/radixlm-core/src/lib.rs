@@ -1,8 +1,11 @@
 //! radixlm-core: the engine. Policy (scheduler), memory (KV pages), compute (model runner + models),
 //! sampling and detokenization, each its own module; no napi here.
 
+pub mod backend;
 pub mod chat_template;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_backend;
 pub mod detok;
 pub mod engine;
 pub mod error;
@@ -22,6 +25,9 @@ pub mod runner;
 pub mod sampling;
 pub mod scheduler;
 mod worker;
+
+/// Whether this build has the CUDA backend (the `cuda` feature).
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 pub use engine::{Aborter, Chunk, EngineHandle, Event, Output, PromptInput, RequestHandle};
 pub use error::{Error, ErrorCode, Result};

@@ -13,10 +13,12 @@ pub struct EngineOptions {
     pub dtype: String,
     pub device: String,
     pub context_length: Option<usize>,
-    pub max_running_requests: usize,
+    /// Unset: the backend's default (64 on the CPU, 256 on CUDA).
+    pub max_running_requests: Option<usize>,
     pub max_total_tokens: Option<usize>,
     pub mem_fraction_static: Option<f64>,
-    pub chunked_prefill_size: usize,
+    /// Unset: the backend's default (2048 on the CPU, 8192 on CUDA). `usize::MAX`: no chunking.
+    pub chunked_prefill_size: Option<usize>,
     pub page_size: usize,
     pub disable_radix_cache: bool,
     /// "lpm" (longest cached prefix first) or "fcfs", as SGLang's `schedule_policy`.
@@ -39,10 +41,10 @@ impl Default for EngineOptions {
             dtype: "auto".into(),
             device: "auto".into(),
             context_length: None,
-            max_running_requests: 64,
+            max_running_requests: None,
             max_total_tokens: None,
             mem_fraction_static: None,
-            chunked_prefill_size: 2048,
+            chunked_prefill_size: None,
             page_size: 16,
             disable_radix_cache: false,
             schedule_policy: "fcfs".into(),
@@ -105,7 +107,7 @@ impl EngineOptions {
                     }
                 }
                 "context_length" => o.context_length = Some(positive(&key, val)?),
-                "max_running_requests" => o.max_running_requests = positive(&key, val)?,
+                "max_running_requests" => o.max_running_requests = Some(positive(&key, val)?),
                 "max_total_tokens" => o.max_total_tokens = Some(positive(&key, val)?),
                 "mem_fraction_static" => {
                     let f = val.as_f64().filter(|f| *f > 0.0 && *f < 1.0);
@@ -113,7 +115,7 @@ impl EngineOptions {
                 }
                 "chunked_prefill_size" => {
                     // SGLang uses -1 for "no chunking".
-                    o.chunked_prefill_size = if val.as_i64() == Some(-1) { usize::MAX } else { positive(&key, val)? };
+                    o.chunked_prefill_size = Some(if val.as_i64() == Some(-1) { usize::MAX } else { positive(&key, val)? });
                 }
                 "page_size" => {
                     o.page_size = positive(&key, val)?;
@@ -141,12 +143,27 @@ impl EngineOptions {
             return Err(Error::invalid_options("options.modelPath is required"));
         }
         if o.device.starts_with("cuda") {
-            return Err(Error::invalid_options(format!(
-                "options.device '{}': this build of radixlm has no CUDA backend (use 'cpu' or 'auto')",
-                o.device
-            )));
+            if !crate::CUDA_BUILT {
+                return Err(Error::invalid_options(format!(
+                    "options.device '{}': this build of radixlm has no CUDA backend (use 'cpu' or 'auto')",
+                    o.device
+                )));
+            }
+            o.cuda_ordinal()?;
         }
         Ok(o)
+    }
+
+    /// The GPU index of `device` 'cuda' (0) or 'cuda:N'.
+    pub fn cuda_ordinal(&self) -> Result<usize> {
+        match self.device.strip_prefix("cuda") {
+            Some("") => Ok(0),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")),
+            None => Err(bad("device", "is not a CUDA device")),
+        }
     }
 
     pub fn wants_f32(&self) -> bool {

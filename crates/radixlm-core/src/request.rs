@@ -56,6 +56,9 @@ pub struct Request {
     /// in `accept`, once per sampled token, so a retracted request (KV recomputed, outputs kept) never
     /// feeds it a token twice.
     pub grammar: Option<Grammar>,
+    /// The sampling seed (the host sampler's RNG is seeded from it; a device sampler hashes it with the
+    /// output position).
+    pub seed: u64,
 }
 
 impl Request {
@@ -84,7 +87,21 @@ impl Request {
             collected: Collected::default(),
             arrived: Instant::now(),
             grammar: None,
+            seed,
         }
+    }
+
+    /// Whether the next token can be drawn on the device from the raw logits: no state the device
+    /// sampler lacks (penalty counts, grammar, bias, a min-new-tokens ban, logprobs to report).
+    pub fn device_sampleable(&self) -> bool {
+        let p = &self.params;
+        self.grammar.is_none()
+            && !self.ret.logprob
+            && p.frequency_penalty == 0.0
+            && p.presence_penalty == 0.0
+            && p.repetition_penalty == 1.0
+            && p.logit_bias.is_empty()
+            && self.banned_now().is_empty()
     }
 
     pub fn seq_len(&self) -> usize {

@@ -1,5 +1,9 @@
 //! Compute: turns a scheduled batch into the packed ids + `ForwardCtx`, runs the model, and hands back
-//! one logits row for every sequence whose pending tokens are now all computed.
+//! for every sequence whose pending tokens are now all computed either its logits row (sampled on the
+//! host) or, on a backend that samples on the device, the token itself.
+//!
+//! `Backend` is what the engine thread drives; `ModelRunner` is the CPU one, the CUDA one lives in
+//! `cuda_backend.rs` (built with the `cuda` feature).
 
 use crate::error::Result;
 use crate::forward_ctx::{ForwardCtx, SeqSlice};
@@ -8,15 +12,30 @@ use crate::layers::transformer::Transformer;
 use crate::request::Request;
 use crate::scheduler::Batch;
 
+/// A compute backend: owns the weights and the KV storage the page ids index into.
+pub trait Backend: Send {
+    /// Per batch entry: what to sample from (or what was sampled) when its pending tokens are now all
+    /// computed, plus the rows it asked for (prompt logprobs, hidden states).
+    fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>>;
+    /// What `getServerInfo()` reports as the device, e.g. `cpu` or `NVIDIA H100 80GB HBM3 (sm_90)`.
+    fn device(&self) -> String;
+    /// Backend counters for `getServerInfo()` (e.g. CUDA graphs captured).
+    fn info(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
 pub struct ModelRunner {
     pub model: Transformer,
     pub kv: KvCache,
 }
 
-impl ModelRunner {
-    /// Per batch entry: the logits to sample from when its pending tokens are now all computed, plus
-    /// the rows it asked for (prompt logprobs, hidden states).
-    pub fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>> {
+impl Backend for ModelRunner {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>> {
         let pass = Pass::prepare(running, batch, self.kv.page_size);
         let (logits, hidden) = self.model.forward_with_hidden(&pass.ids, &pass.ctx, &mut self.kv, &pass.hidden_rows)?;
         let vocab = self.model.cfg.vocab_size;
@@ -26,7 +45,7 @@ impl ModelRunner {
         let mut out = Vec::with_capacity(pass.entries.len());
         for e in pass.entries {
             let prompt_rows = e.prompt_targets.map(|t| (t, logit_rows.next().expect("row").to_vec())).collect();
-            let sample = e.sample.then(|| logit_rows.next().expect("row").to_vec());
+            let sample = e.sample.then(|| Sampled::Logits(logit_rows.next().expect("row").to_vec()));
             let hidden = e.hidden_positions.map(|p| (p, hidden_rows.next().expect("row").to_vec())).collect();
             out.push(EntryOut { sample, prompt_rows, hidden });
         }
@@ -34,10 +53,18 @@ impl ModelRunner {
     }
 }
 
+/// The next token of a sequence, as the backend hands it over.
+pub enum Sampled {
+    /// Logits (f32, vocab wide) for the host sampler: penalties, grammar masks, logprobs.
+    Logits(Vec<f32>),
+    /// Drawn on the device (only for requests with `Request::device_sampleable`).
+    Token(u32),
+}
+
 /// What a pass produced for one batch entry.
 pub struct EntryOut {
-    /// Logits of the next token, when the sequence is now fully computed.
-    pub sample: Option<Vec<f32>>,
+    /// The next token or its logits, when the sequence is now fully computed.
+    pub sample: Option<Sampled>,
     /// (prompt position t, logits predicting token t) for the prompt logprobs asked for.
     pub prompt_rows: Vec<(usize, Vec<f32>)>,
     /// (position, final hidden state) for the hidden states asked for.

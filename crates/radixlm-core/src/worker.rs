@@ -14,14 +14,14 @@ use crate::error::{Error, ErrorCode};
 use crate::logprobs::meta_json;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::request::{FinishReason, Request};
-use crate::runner::ModelRunner;
+use crate::runner::{Backend, Sampled};
 use crate::sampling::grammar::Mask;
 use crate::scheduler::Scheduler;
 
 /// The engine thread's state. Owns everything by value.
 pub(crate) struct Worker {
     sched: Scheduler,
-    runner: ModelRunner,
+    runner: Box<dyn Backend>,
     tokenizer: Option<Arc<TokenizerInfo>>,
     /// Output channel and user-visible rid of every request not yet finished.
     outputs: HashMap<u64, (UnboundedSender<Event>, String)>,
@@ -44,7 +44,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         sched: Scheduler,
-        runner: ModelRunner,
+        runner: Box<dyn Backend>,
         tokenizer: Option<Arc<TokenizerInfo>>,
         rx: Receiver<Command>,
         closed: Arc<AtomicBool>,
@@ -154,6 +154,8 @@ impl Worker {
             "integrityFailures": self.failures,
             "grammarMasks": self.grammar_masks,
             "grammarMaskSeconds": self.grammar_mask_ns as f64 * 1e-9,
+            "device": self.runner.device(),
+            "backend": self.runner.info(),
         })
     }
 
@@ -196,7 +198,14 @@ impl Worker {
             }
             let r = &mut self.sched.running[i];
             r.record_rows(out.prompt_rows, out.hidden);
-            let Some(mut row) = out.sample else { continue };
+            let mut row = match out.sample {
+                None => continue,
+                Some(Sampled::Logits(row)) => row,
+                Some(Sampled::Token(token)) => {
+                    Self::emit(&mut finished, &mut self.outputs, r, token, tk.as_ref());
+                    continue;
+                }
+            };
             // Structured output: tokens the grammar cannot take next go to -inf first, so that no
             // penalty, temperature or top-k/top-p/min-p cut can bring them back. When nothing but EOS
             // is left, EOS is the token (drawn from a one-token distribution; no ban applies).
@@ -229,15 +238,7 @@ impl Worker {
             };
             // `row` now holds the logits the token was drawn from (penalties, ban and bias applied).
             r.record_output_logprob(&row, token);
-            r.accept(token, tk.as_ref().map(|t| &t.tokenizer));
-            if r.finish.is_some() {
-                finished.push(r.id);
-            } else if r.stream {
-                let delta = r.release(tk.as_ref().map(|t| &t.tokenizer));
-                let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: r.output.len() };
-                let id = r.id;
-                self.send(id, Event::Chunk(chunk), false);
-            }
+            Self::emit(&mut finished, &mut self.outputs, r, token, tk.as_ref());
         }
         for id in finished {
             if let Some(r) = self.sched.take(id, true) {
@@ -248,6 +249,26 @@ impl Worker {
             if let Err(e) = self.sched.check_integrity() {
                 self.failures += 1;
                 debug_assert!(false, "{e}");
+            }
+        }
+    }
+
+    /// Takes `token` into `r`: a finished request is noted in `finished`, a streaming one gets its chunk.
+    fn emit(
+        finished: &mut Vec<u64>,
+        outputs: &mut HashMap<u64, (UnboundedSender<Event>, String)>,
+        r: &mut Request,
+        token: u32,
+        tk: Option<&Arc<TokenizerInfo>>,
+    ) {
+        r.accept(token, tk.map(|t| &t.tokenizer));
+        if r.finish.is_some() {
+            finished.push(r.id);
+        } else if r.stream {
+            let delta = r.release(tk.map(|t| &t.tokenizer));
+            let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: r.output.len() };
+            if let Some((tx, _)) = outputs.get(&r.id) {
+                let _ = tx.send(Event::Chunk(chunk));
             }
         }
     }

@@ -45,6 +45,9 @@ pub(crate) fn prefill_smem(head_dim: usize) -> usize {
     (PREFILL_BM + 4 * PREFILL_BN) * head_dim * 2
 }
 
+/// head_dim values the attention kernels are compiled for.
+pub const HEAD_DIMS: [usize; 2] = crate::device::Kernels::HEAD_DIMS;
+
 /// The softmax scale both kernels use.
 pub fn softmax_scale(head_dim: usize) -> f32 {
     1.0 / (head_dim as f32).sqrt()

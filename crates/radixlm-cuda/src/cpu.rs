@@ -8,6 +8,7 @@
 use crate::attention::softmax_scale;
 use crate::layout::{AttnShape, PagedKv};
 use crate::rope::{angle, Rope, RopeFreqs, RopeStyle};
+use crate::sampling::{uniform, SampleRow};
 use half::bf16;
 
 fn f(v: bf16) -> f32 {
@@ -262,6 +263,111 @@ pub fn linear(y: &mut [bf16], x: &[bf16], w: &[bf16], bias: Option<&[bf16]>, k: 
     }
 }
 
+/// The ordering key of kernels/sampling.cu: orders like the value, -0 as +0, NaN lowest.
+fn order_key(v: bf16) -> u16 {
+    let b = if v.to_bits() == 0x8000 {
+        0
+    } else {
+        v.to_bits()
+    };
+    if v.is_nan() {
+        0
+    } else if b & 0x8000 != 0 {
+        !b
+    } else {
+        b | 0x8000
+    }
+}
+
+/// kernels/sampling.cu: `token[r]`, `logprob[r]` for each row of `logits` ([rows, vocab], rows =
+/// `params.len()`), by the kernel's definitions: ranking by logit (ties by index), the kept prefix
+/// (top-k, top-p on the untruncated mass, min-p), the draw in rank order with [`uniform`]. Sums are
+/// f64 here, f32 in the kernel, so the two can differ where a cut or the draw lands within rounding of
+/// a boundary.
+pub fn sample(token: &mut [i32], logprob: &mut [f32], logits: &[bf16], params: &[SampleRow]) {
+    let rows = params.len();
+    assert_eq!(token.len(), rows);
+    assert_eq!(logprob.len(), rows);
+    if rows == 0 {
+        return;
+    }
+    assert!(logits.len().is_multiple_of(rows) && !logits.is_empty());
+    let vocab = logits.len() / rows;
+    for (((x, p), t), lp) in logits
+        .chunks_exact(vocab)
+        .zip(params)
+        .zip(token.iter_mut())
+        .zip(logprob.iter_mut())
+    {
+        (*t, *lp) = sample_row(x, p);
+    }
+}
+
+fn sample_row(x: &[bf16], p: &SampleRow) -> (i32, f32) {
+    let l: Vec<f32> = x.iter().map(|&v| f(v)).collect();
+    let (mut m, mut am) = (f32::NEG_INFINITY, 0usize);
+    for (i, &v) in l.iter().enumerate() {
+        if v > m {
+            (m, am) = (v, i);
+        }
+    }
+    if m == f32::NEG_INFINITY {
+        return (0, f32::NEG_INFINITY);
+    }
+    if m == f32::INFINITY {
+        return (am as i32, 0.0);
+    }
+    let valid = |i: &usize| l[*i] > f32::NEG_INFINITY;
+    if p.is_greedy() {
+        let z: f64 = (0..l.len())
+            .filter(valid)
+            .map(|i| ((l[i] - m) as f64).exp())
+            .sum();
+        return (am as i32, -z.ln() as f32);
+    }
+    let inv_t = 1.0 / p.temperature;
+    let prob = |v: f32| ((v - m) * inv_t).exp(); // the kernel's (and the engine's) f32 formula
+    let min_p = if p.min_p > 0.0 { p.min_p.min(1.0) } else { 0.0 };
+    let z: f64 = (0..l.len()).filter(valid).map(|i| prob(l[i]) as f64).sum();
+    // (key, index, p) of the candidates, in rank order.
+    let mut cand: Vec<(u16, usize, f32)> = (0..l.len())
+        .filter(valid)
+        .map(|i| (order_key(x[i]), i, prob(l[i])))
+        .filter(|c| c.2 > 0.0 && c.2 >= min_p)
+        .collect();
+    cand.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let k = match usize::try_from(p.top_k) {
+        Ok(k) if k > 0 && k < l.len() => k,
+        _ => usize::MAX,
+    };
+    let mass = if p.top_p < 1.0 {
+        p.top_p.max(0.0) as f64 * z
+    } else {
+        f64::INFINITY
+    };
+    let (mut kept, mut above) = (0, 0.0);
+    for (r, c) in cand.iter().enumerate() {
+        if r >= k || (r > 0 && above > mass) {
+            break;
+        }
+        kept += 1;
+        above += c.2 as f64;
+    }
+    let keep = &cand[..kept];
+    let w: f64 = keep.iter().map(|c| c.2 as f64).sum();
+    let target = uniform(p.seed, p.step) as f64 * w;
+    let mut acc = 0.0;
+    let tok = keep
+        .iter()
+        .find(|c| {
+            acc += c.2 as f64;
+            acc > target
+        })
+        .or(keep.last())
+        .map_or(am, |c| c.1);
+    (tok as i32, (((l[tok] - m) * inv_t) as f64 - z.ln()) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +471,235 @@ mod tests {
         let mut y = v(&[0.0; 6]);
         linear(&mut y, &x, &w, Some(&v(&[0.5, 0.0, -1.0])), 2);
         assert_eq!(y, v(&[1.5, 2.0, 2.0, 3.5, 4.0, 6.0]));
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    //! The sampling twin: hand-computed cases, then its draws against the f64 reference
+    //! (crate::sampling::reference) by chi-square, failure probability 1e-6 per test.
+    use super::*;
+    use crate::sampling::reference::{chi_square_p_value, distribution};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const INF: f32 = f32::INFINITY;
+
+    fn v(xs: &[f32]) -> Vec<bf16> {
+        xs.iter().map(|&x| b(x)).collect()
+    }
+
+    fn one(logits: &[f32], p: SampleRow) -> (i32, f32) {
+        let (mut t, mut lp) = ([-7], [f32::NAN]);
+        sample(&mut t, &mut lp, &v(logits), &[p]);
+        (t[0], lp[0])
+    }
+
+    /// Tokens drawn over `n` seeds (and steps).
+    fn draws(logits: &[f32], p: SampleRow, n: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; logits.len()];
+        for s in 0..n {
+            let (t, _) = one(
+                logits,
+                SampleRow {
+                    seed: s * 7919,
+                    step: (s % 13) as u32,
+                    ..p
+                },
+            );
+            counts[t as usize] += 1;
+        }
+        counts
+    }
+
+    fn row(t: f32, top_k: i32, top_p: f32, min_p: f32) -> SampleRow {
+        SampleRow {
+            top_k,
+            top_p,
+            min_p,
+            ..SampleRow::sampled(t)
+        }
+    }
+
+    #[test]
+    fn greedy_takes_the_first_max_and_reports_temperature_one() {
+        let l = [1.0, 3.0, 3.0, 2.0, -INF];
+        let lp = 3.0 - (1f64.exp() + 2.0 * 3f64.exp() + 2f64.exp()).ln();
+        for p in [
+            SampleRow::greedy(),
+            row(5e-7, 0, 1.0, 0.0),
+            row(0.7, 1, 1.0, 0.0), // top_k 1 is greedy too
+            row(f32::NAN, 0, 1.0, 0.0),
+        ] {
+            let (t, got) = one(&l, p);
+            assert_eq!(t, 1, "{p:?}");
+            assert!((got as f64 - lp).abs() < 1e-6, "{got} vs {lp}");
+        }
+    }
+
+    #[test]
+    fn degenerate_rows() {
+        assert_eq!(one(&[-INF, -INF], SampleRow::greedy()), (0, -INF));
+        assert_eq!(one(&[f32::NAN, -INF], row(1.0, 0, 1.0, 0.0)), (0, -INF));
+        assert_eq!(one(&[1.0, INF, INF], row(1.0, 0, 0.5, 0.0)), (1, 0.0));
+        // NaN and -inf are never drawn.
+        let c = draws(
+            &[f32::NAN, 0.0, -INF, 0.5, f32::NAN],
+            row(1.0, 0, 1.0, 0.0),
+            2000,
+        );
+        assert_eq!(c[0] + c[2] + c[4], 0);
+        assert!(c[1] > 0 && c[3] > 0);
+    }
+
+    #[test]
+    fn tiny_top_p_keeps_the_first_max_only() {
+        let c = draws(&[0.0, 2.0, 2.0, 1.0], row(1.0, 0, 1e-6, 0.0), 500);
+        assert_eq!(c, vec![0, 500, 0, 0]);
+        let c = draws(&[0.0, 2.0, 2.0, 1.0], row(1.0, 0, 0.0, 0.0), 100);
+        assert_eq!(c, vec![0, 100, 0, 0]);
+    }
+
+    #[test]
+    fn top_k_cuts_ties_by_index() {
+        // Ranks: 1, 2, 3 (equal logits by index), 0, 4. top_k 2 keeps 1 and 2, evenly.
+        let c = draws(&[1.0, 2.0, 2.0, 2.0, 0.0], row(1.0, 2, 1.0, 0.0), 4000);
+        assert_eq!((c[0], c[3], c[4]), (0, 0, 0));
+        assert!(c[1].abs_diff(c[2]) < 300, "{c:?}");
+    }
+
+    #[test]
+    fn top_p_counts_mass_above_each_rank() {
+        // Ten equal logits: above(r) = r, Z = 10; top_p 0.35 keeps ranks with r <= 3.5.
+        let c = draws(&[0.5; 10], row(1.0, 0, 0.35, 0.0), 4000);
+        assert!(c[..4].iter().all(|&n| n > 800), "{c:?}");
+        assert!(c[4..].iter().all(|&n| n == 0), "{c:?}");
+        // p = 2^-r: top_p 0.6 keeps ranks 0 and 1 (above(2) = 1.5 of Z ~2 is past 0.6 Z).
+        let l: Vec<f32> = (0..12)
+            .map(|i| -(i as f32) * std::f32::consts::LN_2)
+            .collect();
+        let c = draws(&l, row(1.0, 0, 0.6, 0.0), 3000);
+        assert!(c[2..].iter().all(|&n| n == 0) && c[1] > 800, "{c:?}");
+    }
+
+    #[test]
+    fn min_p_is_relative_to_the_max() {
+        // p = 1, e^-1, e^-2, e^-3 relative: min_p 0.3 keeps the first two, in ratio 1 : e^-1.
+        let c = draws(&[2.0, 1.0, 0.0, -1.0], row(1.0, 0, 1.0, 0.3), 20_000);
+        assert_eq!(c[2] + c[3], 0);
+        let want = 20_000.0 / (1.0 + (-1f64).exp());
+        assert!(
+            (c[0] as f64 - want).abs() < 5.0 * (want * 0.27).sqrt(),
+            "{c:?}"
+        );
+        // min_p above 1 keeps the max (clamped), min_p 1 too.
+        assert_eq!(draws(&[2.0, 1.0], row(1.0, 0, 1.0, 7.0), 50), vec![50, 0]);
+    }
+
+    #[test]
+    fn logprob_is_before_truncation() {
+        // T = 0.5: logprob of any drawn token is log_softmax(l / 0.5), whatever top-k cut.
+        let l = [1.0f32, 0.5, 0.0, -1.0];
+        let z: f64 = l.iter().map(|&x| (x as f64 / 0.5).exp()).sum();
+        for s in 0..50 {
+            let (t, lp) = one(
+                &l,
+                SampleRow {
+                    seed: s,
+                    ..row(0.5, 2, 1.0, 0.0)
+                },
+            );
+            assert!(t < 2);
+            assert!((lp as f64 - (l[t as usize] as f64 / 0.5 - z.ln())).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn uniform_is_a_function_of_seed_and_step() {
+        assert_eq!(uniform(42, 7), uniform(42, 7));
+        assert_ne!(uniform(42, 7), uniform(42, 8));
+        assert_ne!(uniform(42, 7), uniform(43, 7));
+        let n = 200_000;
+        let mut bins = [0u64; 10];
+        for i in 0..n {
+            let u = uniform(i / 100, (i % 100) as u32);
+            assert!((0.0..1.0).contains(&u));
+            bins[(u * 10.0) as usize] += 1;
+        }
+        let probs = [0.1; 10];
+        assert!(chi_square_p_value(&bins, &probs) > 1e-6, "{bins:?}");
+    }
+
+    fn normal_logits(rng: &mut StdRng, n: usize, sigma: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                b((z * sigma) as f32).to_f32()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn twin_stays_in_the_reference_set() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for case in 0..400 {
+            let n = [5usize, 50, 500][case % 3];
+            let mut l = normal_logits(&mut rng, n, [0.5, 2.0, 5.0][case % 3]);
+            l[rng.random_range(0..n)] = -INF;
+            let dup = rng.random_range(0..n);
+            l[dup] = l.iter().copied().fold(-INF, f32::max); // a tie at the max
+            let p = SampleRow {
+                temperature: [0.0, 0.3, 0.8, 1.0, 1.7][case % 5],
+                top_k: [0, 1, 3, 40, 1000][case % 7 % 5],
+                top_p: [1.0, 0.9, 0.5, 0.99][case % 4],
+                min_p: [0.0, 0.05, 0.2][case % 3],
+                seed: case as u64,
+                step: 3,
+            };
+            let reference = distribution(&v(&l), &p);
+            let (t, lp) = one(&l, p);
+            assert!(reference.allowed(t as usize), "case {case}: {t} {p:?}");
+            let want = reference.logprobs[t as usize];
+            assert!(
+                (lp as f64 - want).abs() < 1e-4,
+                "case {case}: {lp} vs {want}"
+            );
+        }
+    }
+
+    fn check_distribution(what: &str, l: &[f32], p: SampleRow, n: u64) {
+        let reference = distribution(&v(l), &p);
+        assert!(
+            reference.undecided.is_empty(),
+            "{what}: a cut within tolerance"
+        );
+        let counts = draws(l, p, n);
+        let pv = chi_square_p_value(&counts, &reference.probs);
+        let kept = reference.probs.iter().filter(|&&q| q > 0.0).count();
+        eprintln!("{what}: {kept} kept, chi-square p = {pv:.3e}");
+        assert!(pv >= 1e-6, "{what}: p-value {pv:e}");
+    }
+
+    #[test]
+    fn distribution_vocab_10() {
+        let l = [1.0, 2.5, 0.0, 2.0, -1.0, 1.5, 0.5, -INF, 2.0, 0.25];
+        let n = 100_000;
+        check_distribution("v10 temperature", &l, row(0.9, 0, 1.0, 0.0), n);
+        check_distribution("v10 top-k 4", &l, row(1.3, 4, 1.0, 0.0), n);
+        check_distribution("v10 top-p 0.8", &l, row(1.0, 0, 0.8, 0.0), n);
+        check_distribution("v10 min-p 0.3", &l, row(0.7, 0, 1.0, 0.3), n);
+        check_distribution("v10 all", &l, row(1.5, 6, 0.9, 0.1), n);
+    }
+
+    #[test]
+    fn distribution_vocab_1000() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let l = normal_logits(&mut rng, 1000, 2.0);
+        let n = 20_000;
+        check_distribution("v1000 temperature", &l, row(1.0, 0, 1.0, 0.0), n);
+        check_distribution("v1000 top-k 50", &l, row(0.8, 50, 1.0, 0.0), n);
+        check_distribution("v1000 top-p 0.9", &l, row(0.7, 0, 0.9, 0.0), n);
+        check_distribution("v1000 joint", &l, row(1.2, 100, 0.95, 0.02), n);
     }
 }

@@ -18,6 +18,7 @@ pub(crate) struct Kernels {
     pub attn_decode: [CudaFunction; 2],
     pub attn_decode_reduce: [CudaFunction; 2],
     pub attn_prefill: [CudaFunction; 2],
+    pub sample: CudaFunction,
 }
 
 impl Kernels {
@@ -75,6 +76,7 @@ impl Device {
         let rope = load("rope", ptx::ROPE)?;
         let decode = load("attention_decode", ptx::ATTENTION_DECODE)?;
         let prefill = load("attention_prefill", ptx::ATTENTION_PREFILL)?;
+        let sampling = load("sampling", ptx::SAMPLING)?;
         let by_head_dim = |m: &Arc<CudaModule>, name: &str| -> Result<[CudaFunction; 2]> {
             let f = |d: usize| m.load_function(&format!("{name}_hd{d}_bf16"));
             Ok([f(64)?, f(128)?])
@@ -87,6 +89,12 @@ impl Device {
                 crate::attention::prefill_smem(d) as i32,
             )?;
         }
+        let sample = sampling.load_function("sample_bf16")?;
+        // Past the 48 KiB default: the key histogram (src/sampling.rs).
+        sample.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            crate::sampling::SMEM_BYTES as i32,
+        )?;
         let k = Kernels {
             embedding: embedding.load_function("embedding_bf16")?,
             rmsnorm: rmsnorm.load_function("rmsnorm_bf16")?,
@@ -101,6 +109,7 @@ impl Device {
             attn_decode: by_head_dim(&decode, "attn_decode")?,
             attn_decode_reduce: by_head_dim(&decode, "attn_decode_reduce")?,
             attn_prefill,
+            sample,
         };
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
@@ -110,6 +119,18 @@ impl Device {
             k,
             sm_count,
         })
+    }
+
+    /// GPUs the driver sees; 0 without a driver (never an error: `device: 'auto'` asks this first).
+    pub fn count() -> usize {
+        // SAFETY: only probes whether libcuda can be opened.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return 0;
+        }
+        if cudarc::driver::result::init().is_err() {
+            return 0;
+        }
+        CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {

@@ -23,7 +23,7 @@
 use crate::{Device, Error, Result};
 use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use half::bf16;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -45,6 +45,8 @@ struct PlanKey {
     bias: bool,
     /// Smallest alignment (bytes, power of two, at most 256) of the four pointers.
     align: u32,
+    /// y in f32 instead of bf16 (logits: no rounding to bf16 before the softmax).
+    f32_out: bool,
 }
 
 /// Candidate algorithms asked of the heuristic per shape.
@@ -90,6 +92,7 @@ impl Plan {
         use sys::cublasLtMatmulDescAttributes_t as D;
         use sys::cublasLtMatmulPreferenceAttributes_t as P;
         let bf = sys::cudaDataType_t::CUDA_R_16BF;
+        let out = if key.f32_out { sys::cudaDataType_t::CUDA_R_32F } else { bf };
         let layout = |rows, cols, ld| lt::create_matrix_layout(bf, rows, cols, ld as i64);
         // Built field by field so that whatever was created is destroyed (Drop) on an early error.
         let mut plan = Plan {
@@ -106,7 +109,7 @@ impl Plan {
         };
         plan.a = layout(key.k, key.n, key.k).map_err(blas("create layout"))?;
         plan.b = layout(key.k, key.m, key.k).map_err(blas("create layout"))?;
-        plan.c = layout(key.n, key.m, key.n).map_err(blas("create layout"))?;
+        plan.c = lt::create_matrix_layout(out, key.n, key.m, key.n as i64).map_err(blas("create layout"))?;
         let epilogue = if key.bias {
             sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
         } else {
@@ -254,14 +257,26 @@ impl Gemm {
         self.run(y, x, w, Some(bias), k)
     }
 
+    /// `y [m, n] = x [m, k] W[n, k]^T` with y in f32 (bf16 inputs, f32 accumulation, no final
+    /// rounding to bf16): the LM head, whose logits feed a softmax.
+    pub fn linear_f32(
+        &self,
+        y: &mut impl DevicePtrMut<f32>,
+        x: &impl DevicePtr<bf16>,
+        w: &impl DevicePtr<bf16>,
+        k: usize,
+    ) -> Result<()> {
+        self.run(y, x, w, None::<&CudaSlice<bf16>>, k)
+    }
+
     /// Plans built so far (one per distinct shape and alignment).
     pub fn cached_plans(&self) -> usize {
         self.plans.lock().map(|p| p.len()).unwrap_or(0)
     }
 
-    fn run<B: DevicePtr<bf16>>(
+    fn run<Y: DeviceRepr, B: DevicePtr<bf16>>(
         &self,
-        y: &mut impl DevicePtrMut<bf16>,
+        y: &mut impl DevicePtrMut<Y>,
         x: &impl DevicePtr<bf16>,
         w: &impl DevicePtr<bf16>,
         bias: Option<&B>,
@@ -311,6 +326,7 @@ impl Gemm {
             k: k as u64,
             bias: epi_bias.is_some(),
             align,
+            f32_out: size_of::<Y>() == 4,
         };
         let mut plans = self.plans.lock().map_err(|_| Error::Shape {
             op: OP,

@@ -25,10 +25,13 @@ pub mod attention;
 pub mod cpu;
 mod device;
 mod gemm;
+pub mod graph;
 pub mod layout;
+pub mod model;
 mod ops;
 mod ptx;
 pub mod rope;
+pub mod sampling;
 
 pub use cudarc;
 pub use device::Device;
@@ -36,6 +39,7 @@ pub use gemm::Gemm;
 pub use half::bf16;
 pub use layout::{AttnShape, PagedKv};
 pub use rope::{Rope, RopeFreqs, RopeStyle};
+pub use sampling::{SampleParams, SampleRow};
 
 /// What can go wrong in this crate. Misuse (wrong shapes) is an error, never a panic or a launch.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub enum Error {
         minor: i32,
         source: cudarc::driver::DriverError,
     },
+    #[error("loading weights: {0}")]
+    Load(String),
     #[error("{op}: {msg}")]
     Shape { op: &'static str, msg: String },
     #[error("cuBLASLt could not be loaded (libcublasLt.so.13 not on the library path?)")]

@@ -15,3 +15,4 @@ pub const ATTENTION_PREFILL: &str = ptx!("attention_prefill");
 pub const EMBEDDING: &str = ptx!("embedding");
 pub const RMSNORM: &str = ptx!("rmsnorm");
 pub const ROPE: &str = ptx!("rope");
+pub const SAMPLING: &str = ptx!("sampling");

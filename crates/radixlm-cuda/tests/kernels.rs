@@ -26,6 +26,8 @@
 mod attention;
 #[path = "kernels/gemm.rs"]
 mod gemm;
+#[path = "kernels/sampling.rs"]
+mod sampling;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use radixlm_cuda::{bf16, cpu, layout, rope, AttnShape, Device, Error, Rope, RopeFreqs, RopeStyle};
