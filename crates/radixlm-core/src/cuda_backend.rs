@@ -45,6 +45,13 @@ struct Source<'a>(&'a Weights);
 impl WeightSource for Source<'_> {
     fn fetch(&mut self, name: &str, rows: usize, cols: usize) -> std::result::Result<Vec<bf16>, String> {
         let dims: &[usize] = if cols == 1 { &[rows] } else { &[rows, cols] };
+        if let Weights::Safetensors(st) = self.0 {
+            let (v, shape) = st.get_bf16(name).map_err(|e| e.to_string())?;
+            if shape != dims {
+                return Err(format!("tensor {name} has shape {shape:?}, expected {dims:?}"));
+            }
+            return Ok(v);
+        }
         let t = self.0.qtensor(name, dims).map_err(|e| e.to_string())?;
         let v = t
             .dequantize(&candle_core::Device::Cpu)

@@ -86,6 +86,8 @@ struct Shared {
     /// Resolved for the backend in use (the options may leave them unset).
     max_running: usize,
     chunk_budget: usize,
+    /// `cpu`, or the GPU's name and compute capability.
+    device: String,
     opts: EngineOptions,
     resolved_path: String,
     /// Structured output: built on the first request with a grammar, then shared by all.
@@ -131,6 +133,7 @@ impl EngineHandle {
             defaults,
             max_running: chosen.max_running,
             chunk_budget: chosen.chunk_budget,
+            device: runner.device(),
             vocab_size: cfg.vocab_size,
             context_length,
             pool_tokens: num_pages * page_size,
@@ -293,8 +296,8 @@ impl EngineHandle {
         info["chunkedPrefillSize"] = json!(if self.shared.chunk_budget == usize::MAX { -1i64 } else { self.shared.chunk_budget as i64 });
         info["schedulePolicy"] = json!(o.schedule_policy);
         info["disableRadixCache"] = json!(o.disable_radix_cache);
-        info["dtype"] = json!(o.dtype);
-        info["device"] = json!("cpu");
+        info["dtype"] = json!(if self.shared.device == "cpu" { o.dtype.as_str() } else { "bfloat16" });
+        info["device"] = json!(self.shared.device);
         info["vocabSize"] = json!(self.shared.vocab_size);
         Ok(info)
     }

@@ -154,7 +154,6 @@ impl Worker {
             "integrityFailures": self.failures,
             "grammarMasks": self.grammar_masks,
             "grammarMaskSeconds": self.grammar_mask_ns as f64 * 1e-9,
-            "device": self.runner.device(),
             "backend": self.runner.info(),
         })
     }

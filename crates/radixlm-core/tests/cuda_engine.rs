@@ -98,7 +98,7 @@ fn hf_parity_teacher_forced() {
     assert!(!dirs.is_empty(), "set RADIXLM_PARITY_MODELS to checkpoints made by scripts/gpu_reference.py");
     for dir in dirs {
         let reference: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/reference.json")).unwrap()).unwrap();
-        let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 200000});
+        let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 32768});
         let one_shot = engine(base.clone());
         let mut chunked_opts = base.clone();
         chunked_opts["chunkedPrefillSize"] = json!(64);
@@ -163,6 +163,11 @@ fn run_batch(e: &EngineHandle, prompts: &[Vec<u32>], params: &Value) -> Vec<Vec<
         .collect()
 }
 
+/// Decode steps replayed from CUDA graphs (device sampling inside the graph) pick what eager launches
+/// would: every greedy token of the graphed engine is, teacher-forced through the eager engine, the
+/// argmax there up to bf16 noise (its logprob within 5e-2 of the best). Exact equality is not asked:
+/// with random weights near-ties are common, and cuBLASLt may pick a split-K reduction whose rounding
+/// differs between runs.
 #[test]
 fn graphs_replay_what_eager_computes() {
     if !gpu("graphs_replay_what_eager_computes") {
@@ -171,7 +176,7 @@ fn graphs_replay_what_eager_computes() {
     let dir = parity_dirs().into_iter().next().expect("RADIXLM_PARITY_MODELS");
     let prompts = random_prompts(40, 1000, 7);
     let params = json!({"temperature": 0, "maxNewTokens": 24, "ignoreEos": true});
-    let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 200000});
+    let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 32768});
     let graphed = engine(base.clone());
     let mut eager_opts = base;
     eager_opts["disableCudaGraph"] = json!(true);
@@ -183,7 +188,23 @@ fn graphs_replay_what_eager_computes() {
     assert!(info["backend"]["graphSteps"].as_u64().unwrap() > 0, "{info}");
     assert_eq!(eager.server_info().unwrap()["backend"]["graphSteps"], 0);
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    assert_eq!(same, prompts.len(), "graph replay changed {} of {} outputs", prompts.len() - same, prompts.len());
+    let mut worst = 0f64;
+    for (p, out) in prompts.iter().zip(&a) {
+        assert_eq!(out.len(), 24);
+        let mut ids = p.clone();
+        ids.extend(out);
+        let tf = teacher_forced(&eager, &ids);
+        for (j, &tok) in out.iter().enumerate() {
+            let dist = &tf[p.len() - 1 + j];
+            let best = dist[0].1;
+            let Some(&(_, lp)) = dist.iter().find(|(i, _)| *i == tok) else {
+                panic!("graphed token {tok} at output {j} is not in the eager top 20: {:?}", &dist[..3]);
+            };
+            worst = worst.max(best - lp);
+        }
+    }
+    eprintln!("graphed vs eager: {same}/40 outputs identical; worst gap of a graphed token to the eager argmax {worst:.4}");
+    assert!(worst < TOL, "a graphed token is {worst} below the eager argmax");
     for e in [&graphed, &eager] {
         assert_eq!(e.server_info().unwrap()["pagesUsed"], 0);
     }
@@ -198,7 +219,7 @@ fn smollm_gpu_matches_cpu_f32() {
         panic!("set RADIXLM_MODEL to SmolLM2-135M-Instruct.Q4_1.gguf");
     };
     let cpu = engine(json!({"modelPath": path, "device": "cpu", "dtype": "float32"}));
-    let gpu = engine(json!({"modelPath": path, "device": "cuda", "maxTotalTokens": 200000}));
+    let gpu = engine(json!({"modelPath": path, "device": "cuda", "maxTotalTokens": 32768}));
     let params = json!({"temperature": 0, "maxNewTokens": 24, "ignoreEos": true});
     // bf16 against f32 on a trained model: the likely tokens move little, the tail of the top 5 more
     // (relative error of a bf16 activation is 2^-9; logits of a real model span tens of units).

@@ -263,16 +263,10 @@ pub fn linear(y: &mut [bf16], x: &[bf16], w: &[bf16], bias: Option<&[bf16]>, k: 
     }
 }
 
-/// The ordering key of kernels/sampling.cu: orders like the value, -0 as +0, NaN lowest.
+/// The ordering key of kernels/sampling.cu: orders like the value, -0 just below +0, NaN outside.
 fn order_key(v: bf16) -> u16 {
-    let b = if v.to_bits() == 0x8000 {
-        0
-    } else {
-        v.to_bits()
-    };
-    if v.is_nan() {
-        0
-    } else if b & 0x8000 != 0 {
+    let b = v.to_bits();
+    if b & 0x8000 != 0 {
         !b
     } else {
         b | 0x8000
@@ -280,7 +274,7 @@ fn order_key(v: bf16) -> u16 {
 }
 
 /// kernels/sampling.cu: `token[r]`, `logprob[r]` for each row of `logits` ([rows, vocab], rows =
-/// `params.len()`), by the kernel's definitions: ranking by logit (ties by index), the kept prefix
+/// `params.len()`), by the kernel's definitions: ranking by logit (-0 below +0, ties by index), the kept prefix
 /// (top-k, top-p on the untruncated mass, min-p), the draw in rank order with [`uniform`]. Sums are
 /// f64 here, f32 in the kernel, so the two can differ where a cut or the draw lands within rounding of
 /// a boundary.

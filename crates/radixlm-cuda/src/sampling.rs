@@ -145,7 +145,12 @@ impl Device {
         let vec = (vocab.is_multiple_of(8) && x % 16 == 0) as i32;
         let bins = BINS as i32;
         let mut b = s.launch_builder(&self.k.sample);
-        b.arg(&t).arg(&lp).arg(&x).arg(&vocab_i).arg(&vec).arg(&bins);
+        b.arg(&t)
+            .arg(&lp)
+            .arg(&x)
+            .arg(&vocab_i)
+            .arg(&vec)
+            .arg(&bins);
         b.arg(&temp).arg(&k).arg(&p).arg(&mp).arg(&seed).arg(&step);
         // SAFETY: the arguments mirror sample_bf16's signature; every array was checked to hold `rows`
         // (logits rows x vocab) elements and the kernel reads row blockIdx.x < rows only.
@@ -219,8 +224,8 @@ pub mod reference {
             };
         }
         let mut order: Vec<usize> = (0..n).filter(|&i| valid(l[i])).collect();
-        // Equal logits (-0 and +0 included) by lower index.
-        order.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap().then(a.cmp(&b)));
+        // Logit descending (-0 below +0, as the kernel), equal logits by lower index.
+        order.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
         let k = if p.top_k <= 0 || p.top_k as usize >= n {
             usize::MAX
         } else {

@@ -181,13 +181,32 @@ impl SafetensorsWeights {
         self.tensors.get(name).map(|e| e.shape.clone())
     }
 
-    /// A tensor converted to f32 on `device`.
-    pub fn get(&self, name: &str, device: &Device) -> Result<Tensor> {
+    /// A tensor's stored bytes and metadata.
+    fn raw(&self, name: &str) -> Result<(&Entry, &[u8])> {
         let e = self.tensors.get(name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
         let (path, map) = &self.shards[e.shard];
         let bytes = map
             .get(e.start..e.end)
             .ok_or_else(|| bad(format!("safetensors file {}: tensor {name} out of bounds", path.display())))?;
+        Ok((e, bytes))
+    }
+
+    /// A tensor as bf16 values with its shape: stored bf16 is copied as is (the GPU backend loads a
+    /// bf16 checkpoint without a round trip through f32), f32/f16 are rounded once.
+    pub fn get_bf16(&self, name: &str) -> Result<(Vec<bf16>, Vec<usize>)> {
+        let (e, bytes) = self.raw(name)?;
+        let data: Vec<bf16> = match e.dtype {
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| bf16::from_f32(f16::from_le_bytes([c[0], c[1]]).to_f32())).collect(),
+            d => return Err(bad(format!("tensor {name}: unsupported dtype {d:?}"))),
+        };
+        Ok((data, e.shape.clone()))
+    }
+
+    /// A tensor converted to f32 on `device`.
+    pub fn get(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let (e, bytes) = self.raw(name)?;
         let data: Vec<f32> = match e.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),

@@ -120,10 +120,11 @@ pub(super) fn logits_row(rng: &mut StdRng, vocab: usize, kind: usize) -> Vec<bf1
 /// Where a sampled token sits in the reference's kept tokens, in rank order (logit descending, ties
 /// by index): the interval of cumulative probability it covers must contain the row's uniform, up to
 /// `tol` (f32 sums in the kernel, plus the mass of undecided tokens the kernel may or may not keep).
+/// Rank order as the kernel's: logit descending, -0 below +0, ties by index.
 fn check_draw(what: &str, x: &[bf16], p: &SampleRow, probs: &[f64], undecided: usize, t: usize) {
     let l: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     let mut kept: Vec<usize> = (0..x.len()).filter(|&i| probs[i] > 0.0).collect();
-    kept.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap().then(a.cmp(&b)));
+    kept.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
     let Some(rank) = kept.iter().position(|&i| i == t) else {
         return; // an undecided token: allowed, no position to check
     };
