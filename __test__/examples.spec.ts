@@ -40,6 +40,11 @@ const OFFLINE: [string, number][] = [
   ['offline-async-stream.mjs', 3],
   ['offline-chat.mjs', 4],
   ['offline-hidden-states.mjs', 2],
+  ['offline-structured-output.mjs', 3],
+  ['offline-logprobs.mjs', 3],
+  ['offline-prefix-cache.mjs', 5],
+  ['offline-errors.mjs', 1],
+  ['offline-device.mjs', 2],
 ]
 
 for (const [file, prompts] of OFFLINE) {

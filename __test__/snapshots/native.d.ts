@@ -40,6 +40,17 @@ export declare class NativeRequest {
   abort(): void
 }
 
+export declare function backendInfo(): BackendInfo
+
+/**
+ * What this binary can run on: `cuda` when built with the CUDA backend, `devices` the GPUs its driver
+ * sees (0 on a CPU build or without a driver). index.ts uses it to pick the binary for `device: 'auto'`.
+ */
+export interface BackendInfo {
+  cuda: boolean
+  devices: number
+}
+
 /** Loads a model off the JS thread; `onProgress` hears about hub downloads. */
 export declare function createEngine(options: any, onProgress?: ((progress: LoadProgress) => void) | undefined | null): Promise<NativeEngine>
 

@@ -9,7 +9,7 @@
 
 use half::bf16;
 use radixlm_cuda::graph::Graphs;
-use radixlm_cuda::model::{Attn, Buffers, GpuModel, IntLayout, KvPool, Limits, ModelSpec, StepShape, WeightSource};
+use radixlm_cuda::model::{Buffers, GpuModel, IntLayout, KvPool, Limits, ModelSpec, StepShape, WeightSource, SAMPLER_WORDS};
 use radixlm_cuda::sampling::SampleParams;
 use radixlm_cuda::{attention, AttnShape, Device, Gemm, RopeStyle};
 use radixlm_cuda::cudarc::driver::{CudaSlice, DriverError};
@@ -100,59 +100,89 @@ impl Draw {
     }
 }
 
-/// Device sampler inputs and outputs, `[max_logit_rows]` each, refilled per launch.
-struct SamplerBufs {
-    temperature: CudaSlice<f32>,
-    top_k: CudaSlice<i32>,
-    top_p: CudaSlice<f32>,
-    min_p: CudaSlice<f32>,
-    seed: CudaSlice<u64>,
-    step: CudaSlice<u32>,
+/// Writes the sampler parameters of `draws` (rows 0..) into the staging copy of the ints buffer:
+/// `[seed lo, seed hi: 2R][temperature: R][top_k: R][top_p: R][min_p: R][step: R]` (f32 as bits).
+fn put_draws(ints: &mut [i32], r: usize, draws: &[Draw]) {
+    for (j, d) in draws.iter().enumerate() {
+        ints[2 * j] = d.seed as u32 as i32;
+        ints[2 * j + 1] = (d.seed >> 32) as u32 as i32;
+        ints[2 * r + j] = d.temperature.to_bits() as i32;
+        ints[3 * r + j] = d.top_k;
+        ints[4 * r + j] = d.top_p.to_bits() as i32;
+        ints[5 * r + j] = d.min_p.to_bits() as i32;
+        ints[6 * r + j] = d.step as i32;
+    }
+}
+
+/// Device sampler outputs, `[max_logit_rows]` each.
+struct SamplerOut {
     token: CudaSlice<i32>,
     logprob: CudaSlice<f32>,
 }
 
-impl SamplerBufs {
-    fn new(dev: &Device, rows: usize) -> radixlm_cuda::Result<SamplerBufs> {
-        let s = dev.stream();
-        Ok(SamplerBufs {
-            temperature: s.alloc_zeros(rows)?,
-            top_k: s.alloc_zeros(rows)?,
-            top_p: s.alloc_zeros(rows)?,
-            min_p: s.alloc_zeros(rows)?,
-            seed: s.alloc_zeros(rows)?,
-            step: s.alloc_zeros(rows)?,
-            token: s.alloc_zeros(rows)?,
-            logprob: s.alloc_zeros(rows)?,
-        })
-    }
+/// Enqueues the sampler over rows 0..n of `logits_bf16`, parameters read from the ints buffer.
+fn sample(dev: &Device, bufs: &Buffers, out: &mut SamplerOut, vocab: usize, n: usize) -> radixlm_cuda::Result<()> {
+    let r = bufs.limits.max_logit_rows;
+    let w = |k: usize, len: usize| bufs.ints.slice(k * r..k * r + len);
+    // SAFETY: the regions hold the bit patterns `put_draws` wrote (seed as two LE words at an 8-byte
+    // aligned offset 0, the rest 4-byte values); reinterpreting i32 storage as f32/u32/u64 is plain data.
+    let (seed, temperature, top_k, top_p, min_p, step) = unsafe {
+        let bad = || radixlm_cuda::Error::Shape { op: "sample", msg: "sampler region".into() };
+        (
+            w(0, 2 * n).transmute::<u64>(n).ok_or_else(bad)?,
+            w(2, n).transmute::<f32>(n).ok_or_else(bad)?,
+            w(3, n),
+            w(4, n).transmute::<f32>(n).ok_or_else(bad)?,
+            w(5, n).transmute::<f32>(n).ok_or_else(bad)?,
+            w(6, n).transmute::<u32>(n).ok_or_else(bad)?,
+        )
+    };
+    let params = SampleParams { temperature: &temperature, top_k: &top_k, top_p: &top_p, min_p: &min_p, seed: &seed, step: &step };
+    dev.sample(&mut out.token.slice_mut(0..n), &mut out.logprob.slice_mut(0..n), &bufs.logits_bf16.slice(0..n * vocab), vocab, &params)
+}
 
-    /// Uploads the parameters of `draws` into rows 0.. (they must fit).
-    fn upload(&mut self, dev: &Device, draws: &[Draw]) -> radixlm_cuda::Result<()> {
-        let s = dev.stream();
-        let n = draws.len();
-        macro_rules! put {
-            ($buf:ident, $f:ident) => {{
-                let v: Vec<_> = draws.iter().map(|d| d.$f).collect();
-                s.memcpy_htod(&v, &mut self.$buf.slice_mut(0..n))?;
-            }};
+/// Writes one step's inputs into `ints` at `lay`. The first `d` sequences of `pass` have one token
+/// each (decode rows); `padded` > n adds padding sequences (graph buckets: no KV stored, zero context,
+/// row s). Rows: `rows` (logits, then hidden states). Returns the step's token count.
+fn pack(ints: &mut [i32], lay: &IntLayout, pass: &Pass, d: usize, padded: usize, stride: usize, ps: usize) -> usize {
+    let mut t = 0;
+    ints[lay.cu + d] = 0;
+    for (s, seq) in pass.ctx.seqs.iter().enumerate() {
+        for j in 0..seq.q_len {
+            let pos = seq.start + j;
+            ints[lay.ids + t] = pass.ids[t] as i32;
+            ints[lay.positions + t] = pos as i32;
+            ints[lay.slots + t] = (seq.page_table[pos / ps] as usize * ps + pos % ps) as i32;
+            t += 1;
         }
-        put!(temperature, temperature);
-        put!(top_k, top_k);
-        put!(top_p, top_p);
-        put!(min_p, min_p);
-        put!(seed, seed);
-        put!(step, step);
-        Ok(())
+        if s < d {
+            debug_assert_eq!(seq.q_len, 1);
+            ints[lay.lens + s] = (seq.start + 1) as i32;
+        } else {
+            ints[lay.lens + s] = seq.start as i32;
+            ints[lay.cu + s + 1] = (t - d) as i32;
+        }
+        let row = &mut ints[lay.pages + s * stride..lay.pages + (s + 1) * stride];
+        let used = (seq.start + seq.q_len).div_ceil(ps);
+        for (dst, &p) in row.iter_mut().zip(&seq.page_table[..used]) {
+            *dst = p as i32;
+        }
     }
-
-    /// Enqueues the sampler over rows 0..n of `logits` (bf16, vocab wide).
-    fn sample(&mut self, dev: &Device, logits: &CudaSlice<half::bf16>, vocab: usize, n: usize) -> radixlm_cuda::Result<()> {
-        let (temperature, top_k, top_p) = (self.temperature.slice(0..n), self.top_k.slice(0..n), self.top_p.slice(0..n));
-        let (min_p, seed, step) = (self.min_p.slice(0..n), self.seed.slice(0..n), self.step.slice(0..n));
-        let params = SampleParams { temperature: &temperature, top_k: &top_k, top_p: &top_p, min_p: &min_p, seed: &seed, step: &step };
-        dev.sample(&mut self.token.slice_mut(0..n), &mut self.logprob.slice_mut(0..n), &logits.slice(0..n * vocab), vocab, &params)
+    let real = pass.ctx.seqs.len();
+    for s in real..padded {
+        ints[lay.ids + s] = 0;
+        ints[lay.positions + s] = 0;
+        ints[lay.slots + s] = -1;
+        ints[lay.lens + s] = 0;
     }
+    let rows = pass.ctx.logit_rows.iter().chain(&pass.hidden_rows);
+    for (dst, &r) in ints[lay.rows..].iter_mut().zip(rows) {
+        *dst = r as i32;
+    }
+    for s in real..padded {
+        ints[lay.rows + s] = s as i32;
+    }
+    t + (padded - real)
 }
 
 pub struct CudaBackend {
@@ -161,8 +191,10 @@ pub struct CudaBackend {
     model: GpuModel,
     kv: KvPool,
     bufs: Buffers,
-    sampler: SamplerBufs,
-    lay: IntLayout,
+    sampler: SamplerOut,
+    /// The decode and extend blocks of the ints buffer.
+    dec: IntLayout,
+    ext: IntLayout,
     /// Host staging of the integer inputs (same layout as `bufs.ints`).
     ints: Vec<i32>,
     buckets: Vec<usize>,
@@ -239,14 +271,18 @@ impl CudaBackend {
             }
         };
         let kv = KvPool::new(&dev, &model.spec, num_pages, page_size).map_err(cuda_err)?;
-        let sampler = SamplerBufs::new(&dev, limits.max_logit_rows).map_err(cuda_err)?;
-        let lay = IntLayout::new(&limits);
+        let s = dev.stream();
+        let sampler = SamplerOut {
+            token: s.alloc_zeros(limits.max_logit_rows).map_err(|e| cuda_err(e.into()))?,
+            logprob: s.alloc_zeros(limits.max_logit_rows).map_err(|e| cuda_err(e.into()))?,
+        };
         Ok(Built {
             backend: CudaBackend {
                 dev,
                 gemm,
-                ints: vec![0; lay.len],
-                lay,
+                ints: vec![0; IntLayout::total(&limits)],
+                dec: IntLayout::decode(&limits),
+                ext: IntLayout::extend(&limits),
                 model,
                 kv,
                 bufs,
@@ -263,81 +299,27 @@ impl CudaBackend {
         })
     }
 
-    /// Writes the step's integer inputs into `self.ints`; returns the step shape. Sequences past
-    /// `pass.ctx.seqs` up to `padded` are padding: no tokens stored, zero context, row 0.
-    fn pack(&mut self, pass: &Pass, padded: usize, stride: usize, attn: Attn) -> StepShape {
-        let lay = self.lay;
-        let ps = self.kv.page_size;
-        let decode = matches!(attn, Attn::Decode { .. });
-        let ints = &mut self.ints;
-        let mut t = 0;
-        ints[lay.cu] = 0;
-        for (s, seq) in pass.ctx.seqs.iter().enumerate() {
-            for j in 0..seq.q_len {
-                let pos = seq.start + j;
-                ints[lay.ids + t] = pass.ids[t] as i32;
-                ints[lay.positions + t] = pos as i32;
-                ints[lay.slots + t] = (seq.page_table[pos / ps] as usize * ps + pos % ps) as i32;
-                t += 1;
-            }
-            ints[lay.lens + s] = (if decode { seq.start + 1 } else { seq.start }) as i32;
-            ints[lay.cu + s + 1] = t as i32;
-            let row = &mut ints[lay.pages + s * stride..lay.pages + (s + 1) * stride];
-            let used = (seq.start + seq.q_len).div_ceil(ps);
-            for (d, &p) in row.iter_mut().zip(&seq.page_table[..used]) {
-                *d = p as i32;
-            }
-        }
-        let real = pass.ctx.seqs.len();
-        for s in real..padded {
-            ints[lay.ids + s] = 0;
-            ints[lay.positions + s] = 0;
-            ints[lay.slots + s] = -1;
-            ints[lay.lens + s] = 0;
-            ints[lay.cu + s + 1] = s as i32 + 1;
-        }
-        let rows = pass.ctx.logit_rows.iter().chain(&pass.hidden_rows);
-        for (d, &r) in ints[lay.rows..].iter_mut().zip(rows) {
-            *d = r as i32;
-        }
-        // Padded decode rows sample too (their results are dropped).
-        for s in real..padded {
-            ints[lay.rows + s] = s as i32;
-        }
-        StepShape { tokens: t + (padded - real), seqs: padded, stride, attn }
-    }
-
-    fn upload(&mut self, step: &StepShape, rows: usize) -> Result<()> {
-        let lay = self.lay;
-        let s = self.dev.stream();
-        let segs = [
-            (lay.ids, step.tokens),
-            (lay.positions, step.tokens),
-            (lay.slots, step.tokens),
-            (lay.lens, step.seqs),
-            (lay.cu, step.seqs + 1),
-            (lay.rows, rows),
-            (lay.pages, step.seqs * step.stride),
-        ];
-        for (off, len) in segs {
-            if len > 0 {
-                s.memcpy_htod(&self.ints[off..off + len], &mut self.bufs.ints.slice_mut(off..off + len))
-                    .map_err(|e| cuda_err(e.into()))?;
-            }
+    /// Uploads `ints[from..to]` in one copy.
+    fn upload(&mut self, from: usize, to: usize) -> Result<()> {
+        if to > from {
+            self.dev
+                .stream()
+                .memcpy_htod(&self.ints[from..to], &mut self.bufs.ints.slice_mut(from..to))
+                .map_err(|e| cuda_err(e.into()))?;
         }
         Ok(())
     }
 
-    /// Gathers `rows` rows starting at `self.lay.rows + first`; with `logits` runs the LM head over
+    /// Gathers `rows` rows named at `rows_at + first`; with `logits` runs the LM head over
     /// them. Copies the results to the host as f32 rows.
-    fn rows_to_host(&mut self, tokens: usize, first: usize, rows: usize, logits: bool) -> Result<Vec<Vec<f32>>> {
+    fn rows_to_host(&mut self, tokens: usize, rows_at: usize, first: usize, rows: usize, logits: bool) -> Result<Vec<Vec<f32>>> {
         let width = if logits { self.model.spec.vocab } else { self.model.spec.hidden };
         let mut out = Vec::with_capacity(rows);
         let max = self.bufs.limits.max_logit_rows;
         let mut done = 0;
         while done < rows {
             let n = (rows - done).min(max);
-            self.model.gather(&self.dev, &mut self.bufs, tokens, self.lay.rows + first + done, n).map_err(cuda_err)?;
+            self.model.gather(&self.dev, &mut self.bufs, tokens, rows_at + first + done, n).map_err(cuda_err)?;
             let s = self.dev.stream();
             if logits {
                 self.model.logits(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
@@ -356,68 +338,67 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// Runs the forward pass. A decode batch in a graph bucket also draws its tokens (the graph holds
-    /// the LM head and the sampler): returns true then, with `draws` uploaded for rows 0..bucket.
-    fn step(&mut self, pass: &Pass, rows: &[Row]) -> Result<bool> {
+    /// Runs the forward pass of `pass`, whose first `d` sequences have one new token each. A decode
+    /// step (d = n, one logit row per sequence, nothing else asked) in a graph bucket also draws its
+    /// tokens (the graph holds the LM head and the sampler): returns the layout used and whether the
+    /// device rows were drawn.
+    fn step(&mut self, pass: &Pass, rows: &[Row], d: usize) -> Result<(IntLayout, bool)> {
         let seqs = &pass.ctx.seqs;
+        let n = seqs.len();
         let ps = self.kv.page_size;
-        let max_pages_used = seqs.iter().map(|s| (s.start + s.q_len).div_ceil(ps)).max().unwrap_or(1);
         let limits = self.bufs.limits;
-        let decode = seqs.iter().all(|s| s.q_len == 1);
-        let bucket = if decode { self.buckets.iter().copied().find(|&b| b >= seqs.len()) } else { None };
-        // Decode page tables are padded to a power-of-two width, graphs or not: the split count follows
-        // from the width, so eager and replayed steps of one batch size compute the very same thing.
-        let decode_stride = max_pages_used.next_power_of_two().max(8).min(limits.max_pages);
+        let max_pages_used = seqs.iter().map(|s| (s.start + s.q_len).div_ceil(ps)).max().unwrap_or(1);
         let n_rows = pass.ctx.logit_rows.len() + pass.hidden_rows.len();
-        match bucket {
-            Some(bs) => {
-                // Power-of-two widths keep the number of graphs small as contexts grow.
-                let stride = decode_stride;
-                let splits = attention::decode_splits(bs, self.model.spec.shape.num_kv_heads, stride * ps, self.dev.sm_count());
-                let step = self.pack(pass, bs, stride, Attn::Decode { splits });
-                self.upload(&step, n_rows.max(bs))?;
-                let mut draws: Vec<Draw> = rows.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
-                draws.resize(bs, Draw::PAD);
-                self.sampler.upload(&self.dev, &draws).map_err(cuda_err)?;
-                let key = (bs, stride);
-                let (dev, gemm, model, bufs, kv, sampler) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.sampler);
-                let lay = self.lay;
-                let enqueue = |bufs: &mut Buffers, kv: &mut KvPool, sampler: &mut SamplerBufs| -> radixlm_cuda::Result<()> {
-                    model.forward(dev, gemm, bufs, kv, &step)?;
-                    model.gather(dev, bufs, step.tokens, lay.rows, bs)?;
-                    model.logits_bf16(gemm, bufs, bs)?;
-                    sampler.sample(dev, &bufs.logits_bf16, model.spec.vocab, bs)
-                };
-                if self.graphs.get(&key).is_none() {
-                    // The first step of a shape runs eagerly (building cuBLASLt plans), then is captured.
-                    self.eager_steps += 1;
-                    enqueue(bufs, kv, sampler).map_err(cuda_err)?;
-                    self.graphs.capture(dev, key, || enqueue(bufs, kv, sampler)).map_err(cuda_err)?;
-                    return Ok(true);
-                }
-                self.graphs.get(&key).expect("captured").launch().map_err(|e| cuda_err(e.into()))?;
-                self.graph_steps += 1;
-                Ok(true)
-            }
-            None => {
-                let stride = if decode { decode_stride } else { max_pages_used.min(limits.max_pages) };
-                let max_new = seqs.iter().map(|s| s.q_len).max().unwrap_or(1);
-                let attn = if decode {
-                    Attn::Decode { splits: attention::decode_splits(seqs.len(), self.model.spec.shape.num_kv_heads, stride * ps, self.dev.sm_count()) }
-                } else {
-                    Attn::Extend { max_new }
-                };
-                let step = self.pack(pass, seqs.len(), stride, attn);
-                self.upload(&step, n_rows)?;
-                self.eager(&step)?;
-                Ok(false)
-            }
+        let pure_decode = d == n && n_rows == n && pass.hidden_rows.is_empty();
+        let kvh = self.model.spec.shape.num_kv_heads;
+        // Decode page tables are padded to a power-of-two width, graphs or not: the split count follows
+        // from the width, so eager and replayed steps of one batch size compute the same thing, and
+        // the number of graphs grows only with log(context).
+        let stride = if d > 0 { max_pages_used.next_power_of_two().max(8).min(limits.max_pages) } else { max_pages_used.min(limits.max_pages) };
+        let bucket = if pure_decode { self.buckets.iter().copied().find(|&b| b >= n) } else { None };
+        let Some(bs) = bucket else {
+            let lay = if pure_decode { self.dec } else { self.ext };
+            let tokens = pack(&mut self.ints, &lay, pass, d, n, stride, ps);
+            let splits = attention::decode_splits(d, kvh, stride * ps, self.dev.sm_count());
+            let max_new = seqs[d..].iter().map(|s| s.q_len).max().unwrap_or(0);
+            let step = StepShape { tokens, seqs: n, decode_seqs: d, splits, max_new, stride, lay };
+            self.upload(lay.ids, lay.pages + n * stride)?;
+            self.eager_steps += 1;
+            self.model.forward(&self.dev, &self.gemm, &mut self.bufs, &mut self.kv, &step).map_err(cuda_err)?;
+            return Ok((lay, false));
+        };
+        let lay = self.dec;
+        let tokens = pack(&mut self.ints, &lay, pass, bs, bs, stride, ps);
+        let splits = attention::decode_splits(bs, kvh, stride * ps, self.dev.sm_count());
+        let step = StepShape { tokens, seqs: bs, decode_seqs: bs, splits, max_new: 0, stride, lay };
+        let mut draws: Vec<Draw> = rows.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
+        draws.resize(bs, Draw::PAD);
+        put_draws(&mut self.ints, limits.max_logit_rows, &draws);
+        // Sampler parameters and inputs in one copy.
+        self.upload(0, lay.pages + bs * stride)?;
+        let key = (bs, stride);
+        let (dev, gemm, model, bufs, kv, sampler) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.sampler);
+        let enqueue = |bufs: &mut Buffers, kv: &mut KvPool, sampler: &mut SamplerOut| -> radixlm_cuda::Result<()> {
+            model.forward(dev, gemm, bufs, kv, &step)?;
+            model.gather(dev, bufs, step.tokens, lay.rows, bs)?;
+            model.logits_bf16(gemm, bufs, bs)?;
+            sample(dev, bufs, sampler, model.spec.vocab, bs)
+        };
+        if self.graphs.get(&key).is_none() {
+            // The first step of a shape runs eagerly (building cuBLASLt plans), then is captured.
+            self.eager_steps += 1;
+            enqueue(bufs, kv, sampler).map_err(cuda_err)?;
+            self.graphs.capture(dev, key, || enqueue(bufs, kv, sampler)).map_err(cuda_err)?;
+            return Ok((lay, true));
         }
+        self.graphs.get(&key).expect("captured").launch().map_err(|e| cuda_err(e.into()))?;
+        self.graph_steps += 1;
+        Ok((lay, true))
     }
 
     /// Turns every logit row into a token (device rows) or f32 logits (host rows), chunk by chunk of
     /// `max_logit_rows`. With `drawn`, the device rows were already sampled by the step's graph.
-    fn consume_rows(&mut self, tokens: usize, rows: &[Row], drawn: bool) -> Result<Vec<Sampled>> {
+    fn consume_rows(&mut self, tokens: usize, rows_at: usize, rows: &[Row], drawn: bool) -> Result<Vec<Sampled>> {
         let vocab = self.model.spec.vocab;
         let max = self.bufs.limits.max_logit_rows;
         let dl = |e: DriverError| cuda_err(e.into());
@@ -428,15 +409,16 @@ impl CudaBackend {
             let device = chunk.iter().any(|r| matches!(r, Row::Device(_)));
             let host = chunk.iter().any(|r| matches!(r, Row::Host));
             if (device && !drawn) || host {
-                self.model.gather(&self.dev, &mut self.bufs, tokens, self.lay.rows + first, n).map_err(cuda_err)?;
+                self.model.gather(&self.dev, &mut self.bufs, tokens, rows_at + first, n).map_err(cuda_err)?;
             }
             let mut ids = Vec::new();
             if device {
                 if !drawn {
                     let draws: Vec<Draw> = chunk.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
-                    self.sampler.upload(&self.dev, &draws).map_err(cuda_err)?;
+                    put_draws(&mut self.ints, max, &draws);
+                    self.upload(0, SAMPLER_WORDS * max)?;
                     self.model.logits_bf16(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
-                    self.sampler.sample(&self.dev, &self.bufs.logits_bf16, vocab, n).map_err(cuda_err)?;
+                    sample(&self.dev, &self.bufs, &mut self.sampler, vocab, n).map_err(cuda_err)?;
                 }
                 ids = self.dev.stream().clone_dtoh(&self.sampler.token.slice(0..n)).map_err(dl)?;
             }
@@ -460,10 +442,6 @@ impl CudaBackend {
         Ok(out)
     }
 
-    fn eager(&mut self, step: &StepShape) -> Result<()> {
-        self.eager_steps += 1;
-        self.model.forward(&self.dev, &self.gemm, &mut self.bufs, &mut self.kv, step).map_err(cuda_err)
-    }
 }
 
 impl Backend for CudaBackend {
@@ -481,26 +459,31 @@ impl Backend for CudaBackend {
     }
 
     fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>> {
-        let pass = Pass::prepare(running, batch, self.kv.page_size);
+        // One-token sequences first: they run through the decode kernel, the rest through prefill.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&k| batch[k].1 != 1);
+        let d = order.iter().take_while(|&&k| batch[k].1 == 1).count();
+        let sorted: Batch = order.iter().map(|&k| batch[k]).collect();
+        let pass = Pass::prepare(running, &sorted, self.kv.page_size);
         let limits = self.bufs.limits;
         if pass.ids.len() > limits.max_tokens || pass.ctx.seqs.len() > limits.max_seqs {
             return Err(Error::internal(format!("step of {} tokens / {} sequences exceeds the CUDA limits", pass.ids.len(), pass.ctx.seqs.len())));
         }
         // One entry per logit row, in the pass's row order (each entry's prompt rows, then its sample).
         let mut rows = Vec::with_capacity(pass.ctx.logit_rows.len());
-        for (&(i, _), e) in batch.iter().zip(&pass.entries) {
+        for (&(i, _), e) in sorted.iter().zip(&pass.entries) {
             rows.extend(e.prompt_targets.clone().map(|_| Row::Host));
             if e.sample {
                 let r = &running[i];
                 rows.push(if r.device_sampleable() { Row::Device(Draw::of(r)) } else { Row::Host });
             }
         }
-        let drawn = self.step(&pass, &rows)?;
+        let (lay, drawn) = self.step(&pass, &rows, d)?;
         let tokens = pass.ids.len().max(pass.ctx.seqs.len());
-        let mut results = self.consume_rows(tokens, &rows, drawn)?.into_iter();
-        let mut hidden_rows = self.rows_to_host(tokens, rows.len(), pass.hidden_rows.len(), false)?.into_iter();
-        let mut out = Vec::with_capacity(pass.entries.len());
-        for e in pass.entries {
+        let mut results = self.consume_rows(tokens, lay.rows, &rows, drawn)?.into_iter();
+        let mut hidden_rows = self.rows_to_host(tokens, lay.rows, rows.len(), pass.hidden_rows.len(), false)?.into_iter();
+        let mut out: Vec<Option<EntryOut>> = (0..batch.len()).map(|_| None).collect();
+        for (e, &k) in pass.entries.into_iter().zip(&order) {
             let prompt_rows = e
                 .prompt_targets
                 .map(|t| match results.next() {
@@ -510,8 +493,90 @@ impl Backend for CudaBackend {
                 .collect();
             let sample = e.sample.then(|| results.next().expect("row"));
             let hidden = e.hidden_positions.map(|p| (p, hidden_rows.next().expect("row"))).collect();
-            out.push(EntryOut { sample, prompt_rows, hidden });
+            out[k] = Some(EntryOut { sample, prompt_rows, hidden });
         }
-        Ok(out)
+        Ok(out.into_iter().map(|o| o.expect("every entry")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward_ctx::{ForwardCtx, SeqSlice};
+    use crate::runner::EntryRows;
+
+    fn limits() -> Limits {
+        Limits { max_tokens: 16, max_seqs: 4, max_logit_rows: 4, max_pages: 8, page_size: 4 }
+    }
+
+    #[test]
+    fn mixed_step_packs_decode_rows_first_and_counts_extend_tokens_from_zero() {
+        // Two decode sequences (contexts 5 and 9 before this token), then one extend of 3 tokens
+        // after 4 cached ones.
+        let (t0, t1, t2) = ([3u32, 1], [0u32, 6, 2], [7u32, 5]);
+        let seqs = vec![
+            SeqSlice { q_len: 1, start: 5, page_table: &t0 },
+            SeqSlice { q_len: 1, start: 9, page_table: &t1 },
+            SeqSlice { q_len: 3, start: 4, page_table: &t2 },
+        ];
+        let pass = Pass {
+            ids: vec![11, 12, 13, 14, 15],
+            ctx: ForwardCtx { seqs, page_size: 4, logit_rows: vec![0, 1, 4] },
+            hidden_rows: vec![],
+            entries: (0..3).map(|_| EntryRows { sample: true, prompt_targets: 0..0, hidden_positions: 0..0 }).collect(),
+        };
+        let l = limits();
+        let lay = IntLayout::extend(&l);
+        let mut ints = vec![-7; IntLayout::total(&l)];
+        let tokens = pack(&mut ints, &lay, &pass, 2, 3, 8, 4);
+        assert_eq!(tokens, 5);
+        assert_eq!(&ints[lay.ids..lay.ids + 5], &[11, 12, 13, 14, 15]);
+        assert_eq!(&ints[lay.positions..lay.positions + 5], &[5, 9, 4, 5, 6]);
+        // slot = page * 4 + pos % 4: pos 5 -> page t0[1] = 1; pos 9 -> t1[2] = 2; pos 4,5,6 -> t2[1] = 5.
+        assert_eq!(&ints[lay.slots..lay.slots + 5], &[5, 9, 20, 21, 22]);
+        // Decode rows hold their context after this step, extend rows their cached prefix.
+        assert_eq!(&ints[lay.lens..lay.lens + 3], &[6, 10, 4]);
+        // The prefill kernel's cu_seqlens view starts at sequence 2: [0, 3].
+        assert_eq!(&ints[lay.cu + 2..lay.cu + 4], &[0, 3]);
+        assert_eq!(&ints[lay.rows..lay.rows + 3], &[0, 1, 4]);
+        assert_eq!(&ints[lay.pages..lay.pages + 2], &[3, 1]);
+        assert_eq!(&ints[lay.pages + 8..lay.pages + 11], &[0, 6, 2]);
+        assert_eq!(&ints[lay.pages + 16..lay.pages + 18], &[7, 5]);
+    }
+
+    #[test]
+    fn padded_decode_rows_store_nothing_and_attend_to_nothing() {
+        let t0 = [2u32];
+        let pass = Pass {
+            ids: vec![9],
+            ctx: ForwardCtx { seqs: vec![SeqSlice { q_len: 1, start: 2, page_table: &t0 }], page_size: 4, logit_rows: vec![0] },
+            hidden_rows: vec![],
+            entries: vec![EntryRows { sample: true, prompt_targets: 0..0, hidden_positions: 0..0 }],
+        };
+        let l = limits();
+        let lay = IntLayout::decode(&l);
+        let mut ints = vec![-7; IntLayout::total(&l)];
+        assert_eq!(pack(&mut ints, &lay, &pass, 4, 4, 8, 4), 4);
+        assert_eq!(&ints[lay.slots..lay.slots + 4], &[10, -1, -1, -1]);
+        assert_eq!(&ints[lay.lens..lay.lens + 4], &[3, 0, 0, 0]);
+        assert_eq!(&ints[lay.rows..lay.rows + 4], &[0, 1, 2, 3]);
+        // The decode block leaves room for the sampler's parameters before it and ends before the
+        // extend block.
+        assert_eq!(lay.ids, SAMPLER_WORDS * l.max_logit_rows);
+        assert!(lay.end <= IntLayout::extend(&l).ids);
+    }
+
+    #[test]
+    fn sampler_parameters_are_bit_patterns_in_fixed_regions() {
+        let mut ints = vec![0; 7 * 4];
+        let d = Draw { temperature: 0.7, top_k: 40, top_p: 0.9, min_p: 0.05, seed: 0x1234_5678_9abc_def0, step: 17 };
+        put_draws(&mut ints, 4, &[Draw::PAD, d]);
+        assert_eq!((ints[2] as u32, ints[3] as u32), (0x9abc_def0, 0x1234_5678));
+        assert_eq!(f32::from_bits(ints[2 * 4 + 1] as u32), 0.7);
+        assert_eq!(ints[3 * 4 + 1], 40);
+        assert_eq!(f32::from_bits(ints[4 * 4 + 1] as u32), 0.9);
+        assert_eq!(f32::from_bits(ints[5 * 4 + 1] as u32), 0.05);
+        assert_eq!(ints[6 * 4 + 1], 17);
+        assert_eq!(f32::from_bits(ints[2 * 4] as u32), 0.0);
     }
 }

@@ -9,7 +9,9 @@
 //!   (scripts/gpu_reference.py) within 5e-2 of transformers running the same weights in f32, one-shot
 //!   and with chunked prefill; transformers' own bf16 run is measured against the same reference
 //!   and printed as the noise scale of bf16 inference.
-//! - CUDA graphs replay exactly what eager launches compute (same greedy ids), pages all return.
+//! - CUDA graphs replay what eager launches compute, and steps mixing decode rows with prefill chunks
+//!   compute what each sequence alone would (greedy tokens teacher-forced through another engine),
+//!   pages all return.
 //! - SmolLM2 (GGUF) on the GPU against this engine's CPU f32 path.
 //!
 //! Without RADIXLM_CUDA_TESTS the tests print SKIPPED (and assert the variable is unset, so a typo does
@@ -187,27 +189,57 @@ fn graphs_replay_what_eager_computes() {
     eprintln!("graphed: {}", info["backend"]);
     assert!(info["backend"]["graphSteps"].as_u64().unwrap() > 0, "{info}");
     assert_eq!(eager.server_info().unwrap()["backend"]["graphSteps"], 0);
+    assert!(a.iter().all(|o| o.len() == 24));
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    let mut worst = 0f64;
-    for (p, out) in prompts.iter().zip(&a) {
-        assert_eq!(out.len(), 24);
-        let mut ids = p.clone();
-        ids.extend(out);
-        let tf = teacher_forced(&eager, &ids);
-        for (j, &tok) in out.iter().enumerate() {
-            let dist = &tf[p.len() - 1 + j];
-            let best = dist[0].1;
-            let Some(&(_, lp)) = dist.iter().find(|(i, _)| *i == tok) else {
-                panic!("graphed token {tok} at output {j} is not in the eager top 20: {:?}", &dist[..3]);
-            };
-            worst = worst.max(best - lp);
-        }
-    }
+    let worst = worst_greedy_gap(&eager, &prompts, &a);
     eprintln!("graphed vs eager: {same}/40 outputs identical; worst gap of a graphed token to the eager argmax {worst:.4}");
     assert!(worst < TOL, "a graphed token is {worst} below the eager argmax");
     for e in [&graphed, &eager] {
         assert_eq!(e.server_info().unwrap()["pagesUsed"], 0);
     }
+}
+
+/// Teacher-forces every prompt + its greedy output through `reference` and returns the largest gap
+/// between an output token's logprob and the best logprob at its position (0 when every token is the
+/// reference's argmax).
+fn worst_greedy_gap(reference: &EngineHandle, prompts: &[Vec<u32>], outputs: &[Vec<u32>]) -> f64 {
+    let mut worst = 0f64;
+    for (p, out) in prompts.iter().zip(outputs) {
+        let mut ids = p.clone();
+        ids.extend(out);
+        let tf = teacher_forced(reference, &ids);
+        for (j, &tok) in out.iter().enumerate() {
+            let dist = &tf[p.len() - 1 + j];
+            let Some(&(_, lp)) = dist.iter().find(|(i, _)| *i == tok) else {
+                panic!("token {tok} at output {j} is not in the reference's top 20: {:?}", &dist[..3]);
+            };
+            worst = worst.max(dist[0].1 - lp);
+        }
+    }
+    worst
+}
+
+/// Steps that mix decode rows (decode kernel) with prefill chunks (prefill kernel) compute what each
+/// sequence alone would: a small chunk budget makes later prompts prefill while earlier ones decode.
+#[test]
+fn mixed_decode_and_prefill_steps() {
+    if !gpu("mixed_decode_and_prefill_steps") {
+        return;
+    }
+    let dir = parity_dirs().into_iter().next().expect("RADIXLM_PARITY_MODELS");
+    let prompts = random_prompts(24, 5000, 11);
+    let params = json!({"temperature": 0, "maxNewTokens": 16, "ignoreEos": true});
+    let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 32768});
+    let mut mixed_opts = base.clone();
+    mixed_opts["chunkedPrefillSize"] = json!(96);
+    let mixed = engine(mixed_opts);
+    let out = run_batch(&mixed, &prompts, &params);
+    let reference = engine(base);
+    let worst = worst_greedy_gap(&reference, &prompts, &out);
+    let info = mixed.server_info().unwrap();
+    eprintln!("mixed steps: {}; worst gap to the reference argmax {worst:.4}", info["backend"]);
+    assert!(worst < TOL, "a token of a mixed step is {worst} below the reference argmax");
+    assert_eq!(info["pagesUsed"], 0);
 }
 
 #[test]

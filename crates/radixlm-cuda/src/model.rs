@@ -16,11 +16,16 @@
 //! buffers.
 //!
 //! The integer inputs of a step travel in one upload into one i32 buffer, at offsets fixed by the
-//! limits (so the captured graphs' pointers stay valid):
+//! limits (so the captured graphs' pointers stay valid). Decode steps (one token per sequence) use a
+//! compact block at the start, so that a small batch uploads a few kilobytes in one copy, the device
+//! sampler's parameters included; other steps use the block after it:
 //! ```text
-//!   [ids: T][positions: T][slots: T][lens: S][cu_seqlens: S+1][rows: max(T, R)][page table: S * stride]
+//!   decode: [sampler: 7R][ids: S][positions: S][slots: S][lens: S][cu: S+1][rows: S][page table: S * stride]
+//!   extend: [ids: T][positions: T][slots: T][lens: S][cu: S+1][rows: max(T, R)][page table: S * stride]
 //! ```
-//! `lens` is each sequence's context length after this step (decode) or its cached prefix (extend).
+//! `lens` is each sequence's context length after this step (decode rows) or its cached prefix (extend
+//! rows). In a mixed step the first `decode_seqs` sequences have one token each and run through the
+//! decode kernel; the rest through the prefill kernel, with `cu` counting from their first token.
 
 use crate::attention::{decode_splits, decode_workspace_len, DECODE_MAX_SPLITS};
 use crate::layout::{AttnShape, PagedKv};
@@ -123,8 +128,8 @@ pub struct Buffers {
     workspace: CudaSlice<f32>,
 }
 
-/// Offsets of the step inputs inside [`Buffers::ints`].
-#[derive(Clone, Copy, Debug)]
+/// Offsets of the step inputs inside [`Buffers::ints`] (absolute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntLayout {
     pub ids: usize,
     pub positions: usize,
@@ -133,42 +138,54 @@ pub struct IntLayout {
     pub cu: usize,
     pub rows: usize,
     pub pages: usize,
-    pub len: usize,
+    /// End of this block.
+    pub end: usize,
 }
 
+/// Words of device sampler parameters per row (seed u64, temperature, top_k, top_p, min_p, step).
+pub const SAMPLER_WORDS: usize = 7;
+
 impl IntLayout {
-    pub fn new(l: &Limits) -> IntLayout {
-        // Row indices (logits, then hidden states) can name every token of a step.
-        let (t, s, r) = (l.max_tokens, l.max_seqs, l.max_tokens.max(l.max_logit_rows));
-        let ids = 0;
-        let positions = ids + t;
-        let slots = positions + t;
-        let lens = slots + t;
-        let cu = lens + s;
-        let rows = cu + s + 1;
-        let pages = rows + r;
-        IntLayout { ids, positions, slots, lens, cu, rows, pages, len: pages + s * l.max_pages }
+    fn at(base: usize, tokens: usize, seqs: usize, rows: usize, max_pages: usize) -> IntLayout {
+        let ids = base;
+        let positions = ids + tokens;
+        let slots = positions + tokens;
+        let lens = slots + tokens;
+        let cu = lens + seqs;
+        let rows_at = cu + seqs + 1;
+        let pages = rows_at + rows;
+        IntLayout { ids, positions, slots, lens, cu, rows: rows_at, pages, end: pages + seqs * max_pages }
+    }
+
+    /// The decode block; the sampler's parameters take `[0, SAMPLER_WORDS * max_logit_rows)` before it.
+    pub fn decode(l: &Limits) -> IntLayout {
+        IntLayout::at(SAMPLER_WORDS * l.max_logit_rows, l.max_seqs, l.max_seqs, l.max_seqs, l.max_pages)
+    }
+
+    /// The extend block, after the decode block. Row indices can name every token of a step.
+    pub fn extend(l: &Limits) -> IntLayout {
+        IntLayout::at(IntLayout::decode(l).end, l.max_tokens, l.max_seqs, l.max_tokens.max(l.max_logit_rows), l.max_pages)
+    }
+
+    /// Length of the whole buffer.
+    pub fn total(l: &Limits) -> usize {
+        IntLayout::extend(l).end
     }
 }
 
-/// Which attention kernel a step uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attn {
-    /// Every sequence has one new token: paged decode attention, context cut in `splits` chunks.
-    Decode { splits: usize },
-    /// Prefill / extend (and decode rows mixed in as one-token extends); `max_new` is the longest
-    /// run of new tokens.
-    Extend { max_new: usize },
-}
-
-/// The shape of one step; the inputs themselves are already in [`Buffers::ints`].
+/// The shape of one step; the inputs themselves are already in [`Buffers::ints`] at `lay`.
 #[derive(Clone, Copy, Debug)]
 pub struct StepShape {
     pub tokens: usize,
     pub seqs: usize,
+    /// The first `decode_seqs` sequences have one new token each (the decode kernel, context cut in
+    /// `splits` chunks); the others run through the prefill kernel, `max_new` being the longest run.
+    pub decode_seqs: usize,
+    pub splits: usize,
+    pub max_new: usize,
     /// Page-table row width this step was packed with.
     pub stride: usize,
-    pub attn: Attn,
+    pub lay: IntLayout,
 }
 
 pub struct GpuModel {
@@ -245,7 +262,7 @@ impl GpuModel {
         unsafe {
             Ok(Buffers {
                 limits,
-                ints: s.alloc_zeros(IntLayout::new(&limits).len)?,
+                ints: s.alloc_zeros(IntLayout::total(&limits))?,
                 residual: s.alloc(t * sp.hidden)?,
                 h: s.alloc(t * sp.hidden)?,
                 qkv: s.alloc(t * sp.shape.qkv_width())?,
@@ -266,16 +283,16 @@ impl GpuModel {
         let t = limits.max_tokens;
         let bf = t * (2 * sp.hidden + sp.shape.qkv_width() + sp.shape.num_heads * sp.shape.head_dim + 3 * sp.inter)
             + limits.max_logit_rows * (sp.hidden + sp.vocab);
-        2 * bf + 4 * (IntLayout::new(limits).len + limits.max_logit_rows * sp.vocab) + (64 << 20)
+        2 * bf + 4 * (IntLayout::total(limits) + limits.max_logit_rows * sp.vocab) + (64 << 20)
     }
 
     /// Runs the layers over the step in `b.ints`, writing K/V into `kv`; leaves the final-normed
     /// hidden state of every token in `h` (see [`GpuModel::gather`] and [`GpuModel::logits`]).
     pub fn forward(&self, dev: &Device, gemm: &Gemm, b: &mut Buffers, kv: &mut KvPool, step: &StepShape) -> Result<()> {
         let sp = &self.spec;
-        let lay = IntLayout::new(&b.limits);
-        let (t, n) = (step.tokens, step.seqs);
-        if t == 0 || t > b.limits.max_tokens || n > b.limits.max_seqs || step.stride > b.limits.max_pages {
+        let lay = step.lay;
+        let (t, n, d) = (step.tokens, step.seqs, step.decode_seqs);
+        if t == 0 || t > b.limits.max_tokens || n > b.limits.max_seqs || d > n || step.stride > b.limits.max_pages {
             return Err(Error::Shape { op: "forward", msg: format!("step {step:?} outside the limits {:?}", b.limits) });
         }
         let (h, qkv_w, q_w) = (sp.hidden, sp.shape.qkv_width(), sp.shape.num_heads * sp.shape.head_dim);
@@ -284,9 +301,12 @@ impl GpuModel {
         let ids = view(lay.ids, t);
         let positions = view(lay.positions, t);
         let slots = view(lay.slots, t);
-        let lens = view(lay.lens, n);
-        let cu = view(lay.cu, n + 1);
-        let pages = view(lay.pages, n * step.stride);
+        // Decode rows: sequences 0..d, tokens 0..d. Extend rows: the rest.
+        let dec_lens = view(lay.lens, d);
+        let dec_pages = view(lay.pages, d * step.stride);
+        let ext_lens = view(lay.lens + d, n - d);
+        let ext_cu = view(lay.cu + d, n - d + 1);
+        let ext_pages = view(lay.pages + d * step.stride, (n - d) * step.stride);
         let rope = Rope { style: sp.rope_style, rot_dim: 2 * sp.inv_freq.len(), freqs: RopeFreqs::InvFreq(&self.inv_freq) };
 
         let mut residual = b.residual.slice_mut(0..t * h);
@@ -306,12 +326,17 @@ impl GpuModel {
             }
             let (kc, vc) = (&mut kv.k[l], &mut kv.v[l]);
             dev.rope_kv_write(&mut qkv, &positions, &slots, kc, vc, sp.shape, &rope)?;
-            let paged = PagedKv { k_cache: &kv.k[l], v_cache: &kv.v[l], page_size: kv.page_size, page_table: &pages, max_pages: step.stride };
-            match step.attn {
-                Attn::Decode { splits } => {
-                    dev.attention_decode_split(&mut attn, &qkv, qkv_w, paged, &lens, sp.shape, splits, &mut b.workspace)?
-                }
-                Attn::Extend { max_new } => dev.attention_prefill(&mut attn, &qkv, qkv_w, paged, &cu, &lens, max_new, sp.shape)?,
+            if d > 0 {
+                let paged = PagedKv { k_cache: &kv.k[l], v_cache: &kv.v[l], page_size: kv.page_size, page_table: &dec_pages, max_pages: step.stride };
+                let q = qkv.slice(0..d * qkv_w);
+                let mut out = attn.slice_mut(0..d * q_w);
+                dev.attention_decode_split(&mut out, &q, qkv_w, paged, &dec_lens, sp.shape, step.splits, &mut b.workspace)?;
+            }
+            if d < n {
+                let paged = PagedKv { k_cache: &kv.k[l], v_cache: &kv.v[l], page_size: kv.page_size, page_table: &ext_pages, max_pages: step.stride };
+                let q = qkv.slice(d * qkv_w..t * qkv_w);
+                let mut out = attn.slice_mut(d * q_w..t * q_w);
+                dev.attention_prefill(&mut out, &q, qkv_w, paged, &ext_cu, &ext_lens, step.max_new, sp.shape)?;
             }
             gemm.linear(&mut hid, &attn, &layer.o, q_w)?;
             dev.fused_add_rmsnorm(&mut hid, &mut residual, &layer.mlp_norm, eps)?;
