@@ -12,7 +12,8 @@ use radixlm_cuda::graph::Graphs;
 use radixlm_cuda::model::{Buffers, GpuModel, IntLayout, KvPool, Limits, ModelSpec, StepShape, WeightSource, SAMPLER_WORDS};
 use radixlm_cuda::sampling::SampleParams;
 use radixlm_cuda::{attention, AttnShape, Device, Gemm, RopeStyle};
-use radixlm_cuda::cudarc::driver::{CudaSlice, DriverError};
+use radixlm_cuda::cudarc::driver::sys::CUevent_flags;
+use radixlm_cuda::cudarc::driver::{CudaEvent, CudaSlice, DriverError};
 use serde_json::json;
 
 use crate::config::{ModelConfig, RopeStyle as CoreRope};
@@ -204,6 +205,20 @@ pub struct CudaBackend {
     host_f32: Vec<f32>,
     host_bf16: Vec<bf16>,
     name: String,
+    busy: Busy,
+}
+
+/// GPU busy time during steady decode: per graph-replayed step, the GPU timeline between an event
+/// recorded before its upload and one after its last copy, against the wall time from one such step's
+/// start to the next one's (the host's scheduling and postprocessing in between count as idle).
+/// Gaps over 100 ms (the engine ran out of work, or ran other steps) are not counted.
+struct Busy {
+    start: CudaEvent,
+    end: CudaEvent,
+    /// Start of the previous graph step and its GPU time.
+    prev: Option<(std::time::Instant, f64)>,
+    gpu_s: f64,
+    wall_s: f64,
 }
 
 // SAFETY: the backend is built on the caller's thread and then moved into the engine thread, which is
@@ -271,6 +286,8 @@ impl CudaBackend {
             }
         };
         let kv = KvPool::new(&dev, &model.spec, num_pages, page_size).map_err(cuda_err)?;
+        let timing = || dev.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| cuda_err(e.into()));
+        let busy = Busy { start: timing()?, end: timing()?, prev: None, gpu_s: 0.0, wall_s: 0.0 };
         let s = dev.stream();
         let sampler = SamplerOut {
             token: s.alloc_zeros(limits.max_logit_rows).map_err(|e| cuda_err(e.into()))?,
@@ -294,6 +311,7 @@ impl CudaBackend {
                 host_f32: Vec::new(),
                 host_bf16: Vec::new(),
                 name,
+                busy,
             },
             num_pages,
         })
@@ -374,7 +392,8 @@ impl CudaBackend {
         let mut draws: Vec<Draw> = rows.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
         draws.resize(bs, Draw::PAD);
         put_draws(&mut self.ints, limits.max_logit_rows, &draws);
-        // Sampler parameters and inputs in one copy.
+        // Sampler parameters and inputs in one copy; GPU busy time counts from here.
+        self.busy.start.record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
         self.upload(0, lay.pages + bs * stride)?;
         let key = (bs, stride);
         let (dev, gemm, model, bufs, kv, sampler) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.sampler);
@@ -455,6 +474,9 @@ impl Backend for CudaBackend {
             "cudaGraphs": self.graphs.len(),
             "graphSteps": self.graph_steps,
             "eagerSteps": self.eager_steps,
+            "decodeGpuSeconds": self.busy.gpu_s,
+            "decodeWallSeconds": self.busy.wall_s,
+            "gpuBusy": if self.busy.wall_s > 0.0 { self.busy.gpu_s / self.busy.wall_s } else { 0.0 },
         })
     }
 
@@ -478,9 +500,24 @@ impl Backend for CudaBackend {
                 rows.push(if r.device_sampleable() { Row::Device(Draw::of(r)) } else { Row::Host });
             }
         }
+        let started = std::time::Instant::now();
         let (lay, drawn) = self.step(&pass, &rows, d)?;
         let tokens = pass.ids.len().max(pass.ctx.seqs.len());
         let mut results = self.consume_rows(tokens, lay.rows, &rows, drawn)?.into_iter();
+        self.busy.end.record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
+        if drawn {
+            let gpu = self.busy.start.elapsed_ms(&self.busy.end).map_err(|e| cuda_err(e.into()))? as f64 * 1e-3;
+            if let Some((prev_start, prev_gpu)) = self.busy.prev {
+                let wall = started.duration_since(prev_start).as_secs_f64();
+                if wall < 0.1 {
+                    self.busy.gpu_s += prev_gpu;
+                    self.busy.wall_s += wall;
+                }
+            }
+            self.busy.prev = Some((started, gpu));
+        } else {
+            self.busy.prev = None;
+        }
         let mut hidden_rows = self.rows_to_host(tokens, lay.rows, rows.len(), pass.hidden_rows.len(), false)?.into_iter();
         let mut out: Vec<Option<EntryOut>> = (0..batch.len()).map(|_| None).collect();
         for (e, &k) in pass.entries.into_iter().zip(&order) {
