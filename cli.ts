@@ -175,8 +175,8 @@ function engineOptions(v: Values): Partial<CamelEngineOptions> & { modelPath: st
 }
 
 /**
- * Model loading feedback on a TTY (silent otherwise): a line, and a bar per file downloaded from the hub
- * (the only thing `onProgress` reports; a local model loads in one step).
+ * Model loading feedback on a TTY (silent otherwise): a line, a bar per file downloaded from the hub, then
+ * one for the weights loading into the backend.
  */
 function loadFeedback(modelPath: string) {
   if (!process.stderr.isTTY) return { onProgress: undefined, done: (_info?: { device: string; dtype: string }) => {} }
@@ -186,10 +186,11 @@ function loadFeedback(modelPath: string) {
   let file = ''
   return {
     onProgress: (p: LoadProgress) => {
-      if (p.file !== file) {
+      const key = `${p.stage}:${p.file}`
+      if (key !== file) {
         bar?.end()
-        file = p.file
-        bar = new ProgressBar(p.total, { label: path.basename(p.file), bytes: true })
+        file = key
+        bar = new ProgressBar(p.total, { label: p.stage === 'load' ? 'loading weights' : path.basename(p.file), bytes: true })
       }
       bar?.update(p.downloaded, p.total)
     },

@@ -296,18 +296,23 @@ export interface ServerInfo {
   backend: Record<string, number> | null
 }
 
-/** A model file downloading from the Hugging Face hub (`Engine.create`'s `onProgress`). */
+/**
+ * Loading progress (`Engine.create`'s `onProgress`): a model file downloading from the Hugging Face hub
+ * (`stage: 'download'`), then the weights loading into the backend (`stage: 'load'`, reported after each
+ * decoder layer, in bytes of the weight files so one bar can show both).
+ */
 export interface LoadProgress {
-  /** The file's path in the repo. */
+  stage: 'download' | 'load'
+  /** The file's path in the repo (download), or the model file or folder (load). */
   file: string
   /** Bytes so far. */
   downloaded: number
-  /** The file's size in bytes, when the hub says. */
+  /** Bytes in all, when known (the hub may not say). */
   total?: number
 }
 /** {@link CamelEngineOptions}, whose keys may also be spelled in snake_case (`model_path`, `mem_fraction_static`...). */
 export type EngineOptions = WithSnakeCase<CamelEngineOptions> & {
-  /** `Engine.create` only: called as model files download from the hub. */
+  /** `Engine.create` only: called as model files download from the hub and as the weights load. */
   onProgress?: (progress: LoadProgress) => void
 }
 

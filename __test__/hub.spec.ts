@@ -54,6 +54,13 @@ test.serial('a repo id downloads into the HF cache with progress, then loads off
     const weights = progress.filter((p) => p.file === 'model.safetensors')
     t.true(weights.length >= 1, 'progress reported for the weights')
     t.is(weights.at(-1)!.downloaded, fs.statSync(path.join(FIXTURE, 'model.safetensors')).size)
+    t.true(weights.every((p) => p.stage === 'download'))
+    // Then the weights load layer by layer, in bytes of the weight files, ending at the total.
+    const load = progress.filter((p) => p.stage === 'load')
+    t.true(load.length >= 2, `load progress per layer: ${JSON.stringify(load)}`)
+    t.is(load.at(-1)!.downloaded, fs.statSync(path.join(FIXTURE, 'model.safetensors')).size)
+    t.is(load.at(-1)!.total, load.at(-1)!.downloaded)
+    t.true(load.every((p, i) => i === 0 || p.downloaded >= load[i - 1].downloaded))
 
     const local = new Engine({ modelPath: FIXTURE })
     t.deepEqual(local.generateSync('The capital of France is', params).outputIds, fromHub.outputIds)

@@ -54,8 +54,10 @@ export interface BackendInfo {
 /** Loads a model off the JS thread; `onProgress` hears about hub downloads. */
 export declare function createEngine(options: any, onProgress?: ((progress: LoadProgress) => void) | undefined | null): Promise<NativeEngine>
 
-/** Download progress of one model file. */
+/** Progress of loading: a model file downloading, or the weights loading into the backend. */
 export interface LoadProgress {
+  /** `download` (from the hub) or `load` (weights into the backend). */
+  stage: 'download' | 'load'
   file: string
   downloaded: number
   total?: number

@@ -231,7 +231,14 @@ pub struct Built {
 }
 
 impl CudaBackend {
-    pub fn new(opts: &EngineOptions, cfg: &ModelConfig, weights: &Weights, ordinal: usize, limits: (usize, usize, usize)) -> Result<Built> {
+    pub fn new(
+        opts: &EngineOptions,
+        cfg: &ModelConfig,
+        weights: &Weights,
+        ordinal: usize,
+        limits: (usize, usize, usize),
+        on_layer: &mut dyn FnMut(usize, usize),
+    ) -> Result<Built> {
         let (max_tokens, max_seqs, context_len) = limits;
         let dev = Device::new(ordinal).map_err(|e| Error::invalid_options(format!("options.device: {e}")))?;
         let name = dev.describe().map_err(cuda_err)?;
@@ -254,7 +261,7 @@ impl CudaBackend {
             return Err(Error::invalid_model(format!("the CUDA backend supports head_dim 64 and 128, not {}", cfg.head_dim)));
         }
         let gemm = Gemm::new(&dev).map_err(cuda_err)?;
-        let model = GpuModel::load(&dev, spec, &mut Source(weights)).map_err(|e| match e {
+        let model = GpuModel::load(&dev, spec, &mut Source(weights), on_layer).map_err(|e| match e {
             radixlm_cuda::Error::Load(m) => Error::invalid_model(m),
             e => cuda_err(e),
         })?;

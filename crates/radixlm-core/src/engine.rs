@@ -114,7 +114,7 @@ impl EngineHandle {
         let page_size = opts.page_size;
         let (tokenizer, eos_ids, defaults, resolved_path) =
             (files.tokenizer.take(), std::mem::take(&mut files.eos_ids), files.defaults.clone(), files.resolved_path.clone());
-        let chosen = backend::create(&opts, files, context_length)?;
+        let chosen = backend::create(&opts, files, context_length, progress)?;
         let num_pages = chosen.num_pages;
         let runner = chosen.backend;
         let sched = Scheduler::new(

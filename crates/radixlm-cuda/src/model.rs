@@ -198,8 +198,9 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Uploads every weight (Q/K/V and gate/up stacked into one matrix each, one GEMM apiece).
-    pub fn load(dev: &Device, spec: ModelSpec, src: &mut dyn WeightSource) -> Result<GpuModel> {
+    /// Uploads every weight (Q/K/V and gate/up stacked into one matrix each, one GEMM apiece),
+    /// calling `on_layer(done, total)` after each decoder layer.
+    pub fn load(dev: &Device, spec: ModelSpec, src: &mut dyn WeightSource, on_layer: &mut dyn FnMut(usize, usize)) -> Result<GpuModel> {
         let s = dev.stream();
         let (h, i) = (spec.hidden, spec.inter);
         let AttnShape { num_heads, num_kv_heads, head_dim } = spec.shape;
@@ -238,6 +239,7 @@ impl GpuModel {
                 gate_up: up(gate_up)?,
                 down: up(get(&p("mlp.down_proj.weight"), h, i)?)?,
             });
+            on_layer(l + 1, spec.layers);
         }
         let norm = up(get("model.norm.weight", h, 1)?)?;
         let lm_head = if spec.tied { None } else { Some(up(get("lm_head.weight", spec.vocab, h)?)?) };

@@ -23,9 +23,12 @@ fn start(options: &Value, progress: &mut dyn FnMut(radixlm_core::model::hub::Pro
     EngineHandle::start(opts, progress).map_err(to_napi)
 }
 
-/// Download progress of one model file.
+/// Progress of loading: a model file downloading, or the weights loading into the backend.
 #[napi(object)]
 pub struct LoadProgress {
+    /// `download` (from the hub) or `load` (weights into the backend).
+    #[napi(ts_type = "'download' | 'load'")]
+    pub stage: String,
     pub file: String,
     pub downloaded: f64,
     pub total: Option<f64>,
@@ -47,7 +50,7 @@ impl Task for LoadTask {
         let tsfn = self.on_progress.take();
         start(&self.options, &mut |p| {
             if let Some(f) = &tsfn {
-                let ev = LoadProgress { file: p.file, downloaded: p.downloaded as f64, total: p.total.map(|t| t as f64) };
+                let ev = LoadProgress { stage: p.stage.into(), file: p.file, downloaded: p.downloaded as f64, total: p.total.map(|t| t as f64) };
                 f.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
             }
         })

@@ -82,6 +82,11 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 
 impl Transformer {
     pub fn load(cfg: ModelConfig, w: &Weights, mode: WeightMode) -> Result<Self> {
+        Self::load_with_progress(cfg, w, mode, &mut |_, _| {})
+    }
+
+    /// As `load`, calling `on_layer(done, total)` after each decoder layer.
+    pub fn load_with_progress(cfg: ModelConfig, w: &Weights, mode: WeightMode, on_layer: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let (qs, kvs) = (cfg.q_size(), cfg.kv_size());
         let embed_q = w.qtensor("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
@@ -100,6 +105,7 @@ impl Transformer {
                 gate_up: Linear::load(w, &[(&g, i), (&u, i)], h, false, mode)?,
                 down: Linear::load(w, &[(&p("mlp.down_proj"), h)], i, false, mode)?,
             });
+            on_layer(l + 1, cfg.num_layers);
         }
         let norm = vec("model.norm.weight")?;
         let head_q = if cfg.tie_word_embeddings || !w.has("lm_head.weight") {

@@ -34,6 +34,9 @@ pub struct ResolvedModel {
 /// the full size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
+    /// "download" (a file coming from the hub; bytes) or "load" (weights being prepared for the
+    /// backend; bytes of the weight files, advanced layer by layer).
+    pub stage: &'static str,
     pub file: String,
     pub downloaded: u64,
     pub total: Option<u64>,
@@ -444,7 +447,7 @@ fn save(resp: Response, dest: &Path, file: &str, progress: &mut dyn FnMut(Progre
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(format!(".{}-{}.incomplete", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
-    let report = |downloaded| Progress { file: file.to_string(), downloaded, total };
+    let report = |downloaded| Progress { stage: "download", file: file.to_string(), downloaded, total };
     let result = (|| {
         let io = |e: std::io::Error| download_err(format!("writing {}: {e}", tmp.display()));
         let mut out = File::create(&tmp).map_err(io)?;
