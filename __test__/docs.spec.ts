@@ -10,7 +10,8 @@ import test from 'ava'
 const ROOT = path.join(__dirname, '..')
 const DOCS = path.join(ROOT, 'docs')
 const API = path.join(DOCS, 'api')
-const SGLANG_API = path.join(ROOT, '..', 'shared', 'reference', 'SGLANG-API.md')
+// SGLang's offline-engine surface as the project records it (a copy kept with the docs, so the check runs everywhere).
+const SGLANG_API = path.join(ROOT, 'docs', 'reference', 'sglang-api.md')
 
 const read = (f: string) => fs.readFileSync(f, 'utf8')
 
@@ -94,8 +95,7 @@ function t_assert(ok: boolean, msg: string): asserts ok {
   if (!ok) throw new Error(msg)
 }
 
-const sglangTest = fs.existsSync(SGLANG_API) ? test : test.skip
-sglangTest('coming-from-sglang.md names every SGLang call, option and sampling parameter of SGLANG-API.md', (t) => {
+test('coming-from-sglang.md names every SGLang call, option and sampling parameter of SGLANG-API.md', (t) => {
   const names = sglangNames(read(SGLANG_API))
   // A sample the parser must find, so that a change of the reference's layout cannot pass silently.
   for (const n of ['async_generate', 'flush_cache', 'mem_fraction_static', 'return_logprob', 'cache_salt', 'max_new_tokens', 'sampling_seed', 'maxNewTokens', 'logitBias']) {
