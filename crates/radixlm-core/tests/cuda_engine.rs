@@ -18,6 +18,8 @@
 //! not pass silently).
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use radixlm_core::{EngineHandle, EngineOptions, Event, Output, PromptInput};
 use serde_json::{json, Value};
 
@@ -153,16 +155,7 @@ fn random_prompts(n: usize, vocab: u32, seed: u64) -> Vec<Vec<u32>> {
 }
 
 fn run_batch(e: &EngineHandle, prompts: &[Vec<u32>], params: &Value) -> Vec<Vec<u32>> {
-    let mut hs: Vec<_> = prompts.iter().map(|p| e.submit(PromptInput::Ids(p.clone()), params, None, false).unwrap().remove(0)).collect();
-    hs.iter_mut()
-        .map(|h| loop {
-            match h.next_blocking() {
-                Some(Event::Done(o)) => break o.output_ids,
-                Some(Event::Chunk(_)) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        })
-        .collect()
+    common::outputs(e, prompts.iter().cloned().map(PromptInput::Ids), params)
 }
 
 /// Decode steps replayed from CUDA graphs (device sampling inside the graph) pick what eager launches

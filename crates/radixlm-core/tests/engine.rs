@@ -1,6 +1,8 @@
 //! Engine-level behaviour on the tiny Qwen2 fixture (fast on a CPU): chunked prefill, retraction under
 //! memory pressure and page accounting give the same greedy outputs as the plain path.
 
+mod common;
+
 use radixlm_core::{EngineHandle, EngineOptions, Event, FinishReason, PromptInput};
 use serde_json::{json, Value};
 
@@ -22,20 +24,7 @@ fn prompts() -> Vec<String> {
 
 /// Submits every prompt at once and collects the output ids in order.
 fn run(e: &EngineHandle, params: Value) -> Vec<Vec<u32>> {
-    let mut handles: Vec<_> = prompts()
-        .into_iter()
-        .map(|p| e.submit(PromptInput::Text(p), &params, None, false).unwrap().remove(0))
-        .collect();
-    handles
-        .iter_mut()
-        .map(|h| loop {
-            match h.next_blocking() {
-                Some(Event::Done(o)) => break o.output_ids,
-                Some(Event::Chunk(_)) => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        })
-        .collect()
+    common::outputs(e, prompts().into_iter().map(PromptInput::Text), &params)
 }
 
 fn greedy(n: usize) -> Value {
