@@ -63,17 +63,14 @@ pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, pr
 }
 
 /// GPUs usable by this build (0 without the `cuda` feature or without a driver).
-pub fn cuda_devices() -> usize {
-    devices()
-}
-
 #[cfg(feature = "cuda")]
-fn devices() -> usize {
+pub fn cuda_devices() -> usize {
     radixlm_cuda::Device::count()
 }
 
+/// GPUs usable by this build: none without the `cuda` feature.
 #[cfg(not(feature = "cuda"))]
-fn devices() -> usize {
+pub fn cuda_devices() -> usize {
     0
 }
 

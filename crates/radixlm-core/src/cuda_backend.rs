@@ -202,7 +202,6 @@ pub struct CudaBackend {
     graphs: Graphs<GraphKey>,
     graph_steps: u64,
     eager_steps: u64,
-    host_f32: Vec<f32>,
     host_bf16: Vec<bf16>,
     name: String,
     busy: Busy,
@@ -315,7 +314,6 @@ impl CudaBackend {
                 graphs: Graphs::default(),
                 graph_steps: 0,
                 eager_steps: 0,
-                host_f32: Vec::new(),
                 host_bf16: Vec::new(),
                 name,
                 busy,
@@ -335,29 +333,20 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Gathers `rows` rows named at `rows_at + first`; with `logits` runs the LM head over
-    /// them. Copies the results to the host as f32 rows.
-    fn rows_to_host(&mut self, tokens: usize, rows_at: usize, first: usize, rows: usize, logits: bool) -> Result<Vec<Vec<f32>>> {
-        let width = if logits { self.model.spec.vocab } else { self.model.spec.hidden };
+    /// Final hidden states of the `rows` rows named at `rows_at + first`, as f32 rows on the host.
+    fn hidden_to_host(&mut self, tokens: usize, rows_at: usize, first: usize, rows: usize) -> Result<Vec<Vec<f32>>> {
+        let width = self.model.spec.hidden;
         let mut out = Vec::with_capacity(rows);
         let max = self.bufs.limits.max_logit_rows;
         let mut done = 0;
         while done < rows {
             let n = (rows - done).min(max);
             self.model.gather(&self.dev, &mut self.bufs, tokens, rows_at + first + done, n).map_err(cuda_err)?;
-            let s = self.dev.stream();
-            if logits {
-                self.model.logits(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
-                self.host_f32.resize(n * width, 0.0);
-                s.memcpy_dtoh(&self.bufs.logits.slice(0..n * width), &mut self.host_f32[..]).map_err(|e| cuda_err(e.into()))?;
-                self.dev.synchronize().map_err(cuda_err)?;
-                out.extend(self.host_f32.chunks_exact(width).map(|r| r.to_vec()));
-            } else {
-                self.host_bf16.resize(n * width, bf16::ZERO);
-                s.memcpy_dtoh(&self.model.gathered_view(&self.bufs, n), &mut self.host_bf16[..]).map_err(|e| cuda_err(e.into()))?;
-                self.dev.synchronize().map_err(cuda_err)?;
-                out.extend(self.host_bf16.chunks_exact(width).map(|r| r.iter().map(|v| v.to_f32()).collect::<Vec<f32>>()));
-            }
+            self.host_bf16.resize(n * width, bf16::ZERO);
+            let src = self.model.gathered_view(&self.bufs, n);
+            self.dev.stream().memcpy_dtoh(&src, &mut self.host_bf16[..]).map_err(|e| cuda_err(e.into()))?;
+            self.dev.synchronize().map_err(cuda_err)?;
+            out.extend(self.host_bf16.chunks_exact(width).map(|r| r.iter().map(|v| v.to_f32()).collect::<Vec<f32>>()));
             done += n;
         }
         Ok(out)
@@ -451,19 +440,21 @@ impl CudaBackend {
             if host {
                 self.model.logits(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
             }
-            self.dev.synchronize().map_err(cuda_err)?;
+            // Host rows go straight into their own vectors; one synchronisation covers the chunk.
+            let mut chunk_out = Vec::with_capacity(n);
             for (j, r) in chunk.iter().enumerate() {
-                out.push(match r {
+                chunk_out.push(match r {
                     Row::Device(_) => Sampled::Token(ids[j] as u32),
                     Row::Host => {
-                        self.host_f32.resize(vocab, 0.0);
+                        let mut row = vec![0.0f32; vocab];
                         let src = self.bufs.logits.slice(j * vocab..(j + 1) * vocab);
-                        self.dev.stream().memcpy_dtoh(&src, &mut self.host_f32[..]).map_err(dl)?;
-                        self.dev.synchronize().map_err(cuda_err)?;
-                        Sampled::Logits(self.host_f32.clone())
+                        self.dev.stream().memcpy_dtoh(&src, &mut row).map_err(dl)?;
+                        Sampled::Logits(row)
                     }
                 });
             }
+            self.dev.synchronize().map_err(cuda_err)?;
+            out.extend(chunk_out);
         }
         Ok(out)
     }
@@ -525,7 +516,7 @@ impl Backend for CudaBackend {
         } else {
             self.busy.prev = None;
         }
-        let mut hidden_rows = self.rows_to_host(tokens, lay.rows, rows.len(), pass.hidden_rows.len(), false)?.into_iter();
+        let mut hidden_rows = self.hidden_to_host(tokens, lay.rows, rows.len(), pass.hidden_rows.len())?.into_iter();
         let mut out: Vec<Option<EntryOut>> = (0..batch.len()).map(|_| None).collect();
         for (e, &k) in pass.entries.into_iter().zip(&order) {
             let prompt_rows = e
