@@ -44,6 +44,7 @@ const ENGINE_FLAGS: Flags = {
   'schedule-policy': { kind: 'string', choices: ['fcfs', 'lpm'], help: 'admission order', default: 'fcfs' },
   'cuda-graph-max-bs': { kind: 'int', help: 'largest batch captured in a CUDA graph' },
   'disable-cuda-graph': { kind: 'boolean', help: 'run decode steps without CUDA graphs' },
+  'disable-overlap-schedule': { kind: 'boolean', help: 'collect each step before scheduling the next' },
 }
 
 const GENERATE_FLAGS: Flags = {

@@ -232,6 +232,12 @@ export interface CamelEngineOptions {
   cudaGraphMaxBs?: number
   /** CUDA only: launch every decode step's kernels one by one instead of replaying CUDA graphs. */
   disableCudaGraph?: boolean
+  /**
+   * Schedule each pass only after the previous one's results are back. By default (as SGLang) the next
+   * pass is scheduled and launched while the current one runs, whenever the current one's tokens are all
+   * drawn by the backend (greedy or plain sampling, no logprobs, penalties or grammar).
+   */
+  disableOverlapSchedule?: boolean
 }
 /** What `getServerInfo()` reports: resolved options, then the KV pool and counters since start. */
 export interface ServerInfo {
@@ -284,6 +290,11 @@ export interface ServerInfo {
   waiting: number
   /** Forward passes taken. */
   steps: number
+  /**
+   * Passes left running while the next one was scheduled and launched (overlap schedule; 0 with
+   * `disableOverlapSchedule`).
+   */
+  overlapSteps: number
   /** Requests put back in the queue because decode ran out of pages (they recompute, same output). */
   retractions: number
   /** Failed page-accounting checks (always 0 unless there is a bug). */

@@ -19,9 +19,11 @@ echo "== engine parity"; RADIXLM_CUDA_TESTS=1 RADIXLM_PARITY_MODELS=$ck .carry1/
 [ "$mode" = quick ] && exit 0
 echo "== transformers baseline"; python3 bench/hf_baseline.py --model "$ck" --batch 1,64 --input-len 256 --output-len 128 2>/dev/null | tee "$OUT/hf.jsonl"
 echo "== radixlm batch 1"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --latency --input-len 256 --output-len 128 --runs 3 --output-json "$OUT/latency.json" > "$OUT/latency.log" 2>&1; echo "rc $?"; tail -25 "$OUT/latency.log"
+echo "== radixlm batch 1, overlap off"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --latency --input-len 256 --output-len 128 --runs 3 --disable-overlap-schedule --output-json "$OUT/latency-no-overlap.json" > "$OUT/latency-no-overlap.log" 2>&1; echo "rc $?"; tail -8 "$OUT/latency-no-overlap.log"
 if [ "$model" = llama-3.1-8b ]; then
   echo "== radixlm 500 prompts, input <= 4096, output <= 2048"; timeout 300 node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --dataset random --num-prompts 500 --random-input-len 4096 --random-output-len 2048 --random-range-ratio 0 --output-json "$OUT/random500.json" > "$OUT/random500.log" 2>&1; echo "rc $?"; tail -25 "$OUT/random500.log"
   exit 0
 fi
 echo "== radixlm batch 64 (same as the baseline)"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --dataset random --num-prompts 64 --random-input-len 256 --random-output-len 128 --random-range-ratio 1 --output-json "$OUT/bs64.json" > "$OUT/bs64.log" 2>&1; echo "rc $?"; tail -25 "$OUT/bs64.log"
 echo "== radixlm 256 prompts U[100,1024]"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --dataset random --num-prompts 256 --random-input-len 1024 --random-output-len 1024 --random-range-ratio 0.098 --output-json "$OUT/random256.json" > "$OUT/random256.log" 2>&1; echo "rc $?"; tail -25 "$OUT/random256.log"
+echo "== radixlm 256 prompts U[100,1024], overlap off"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --dataset random --num-prompts 256 --random-input-len 1024 --random-output-len 1024 --random-range-ratio 0.098 --disable-overlap-schedule --output-json "$OUT/random256-no-overlap.json" > "$OUT/random256-no-overlap.log" 2>&1; echo "rc $?"; tail -8 "$OUT/random256-no-overlap.log"

@@ -53,7 +53,7 @@ pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, pr
             let num_pages = pool_tokens.div_ceil(opts.page_size);
             let kv = KvCache::new(cfg.num_layers, num_pages, opts.page_size, cfg.kv_size());
             Ok(Chosen {
-                backend: Box::new(ModelRunner { model, kv }),
+                backend: Box::new(ModelRunner::new(model, kv)),
                 num_pages,
                 max_running: opts.max_running_requests.unwrap_or(64),
                 chunk_budget: opts.chunked_prefill_size.unwrap_or(2048),

@@ -7,13 +7,15 @@
 //! `memFractionStatic` of the GPU's memory leaves (SGLang's rule: pool = free - total * (1 - f)), unless
 //! `maxTotalTokens` fixes it.
 
+use std::collections::VecDeque;
+
 use half::bf16;
 use radixlm_cuda::graph::Graphs;
 use radixlm_cuda::model::{Buffers, GpuModel, IntLayout, KvPool, Limits, ModelSpec, StepShape, WeightSource, SAMPLER_WORDS};
 use radixlm_cuda::sampling::SampleParams;
 use radixlm_cuda::{attention, AttnShape, Device, Gemm, RopeStyle};
 use radixlm_cuda::cudarc::driver::sys::CUevent_flags;
-use radixlm_cuda::cudarc::driver::{CudaEvent, CudaSlice, DriverError};
+use radixlm_cuda::cudarc::driver::{CudaEvent, CudaSlice, DriverError, PinnedHostSlice};
 use serde_json::json;
 
 use crate::config::{ModelConfig, RopeStyle as CoreRope};
@@ -21,7 +23,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::model::weights::Weights;
 use crate::options::EngineOptions;
 use crate::request::Request;
-use crate::runner::{Backend, EntryOut, Pass, Sampled};
+use crate::runner::{Backend, EntryOut, EntryRows, Pass, Sampled, FUTURE};
 use crate::scheduler::Batch;
 
 /// SGLang's default static memory fraction on an 80 GB card.
@@ -115,16 +117,13 @@ fn put_draws(ints: &mut [i32], r: usize, draws: &[Draw]) {
     }
 }
 
-/// Device sampler outputs, `[max_logit_rows]` each.
-struct SamplerOut {
-    token: CudaSlice<i32>,
-    logprob: CudaSlice<f32>,
-}
-
-/// Enqueues the sampler over rows 0..n of `logits_bf16`, parameters read from the ints buffer.
-fn sample(dev: &Device, bufs: &Buffers, out: &mut SamplerOut, vocab: usize, n: usize) -> radixlm_cuda::Result<()> {
+/// Enqueues the sampler over rows 0..n of `logits_bf16`, parameters read from the ints buffer; the
+/// tokens go to `bufs.drawn` (where the next step's placeholders read them), their logprobs to
+/// `logprob`.
+fn sample(dev: &Device, bufs: &mut Buffers, logprob: &mut CudaSlice<f32>, vocab: usize, n: usize) -> radixlm_cuda::Result<()> {
     let r = bufs.limits.max_logit_rows;
-    let w = |k: usize, len: usize| bufs.ints.slice(k * r..k * r + len);
+    let ints = &bufs.ints;
+    let w = |k: usize, len: usize| ints.slice(k * r..k * r + len);
     // SAFETY: the regions hold the bit patterns `put_draws` wrote (seed as two LE words at an 8-byte
     // aligned offset 0, the rest 4-byte values); reinterpreting i32 storage as f32/u32/u64 is plain data.
     let (seed, temperature, top_k, top_p, min_p, step) = unsafe {
@@ -139,7 +138,7 @@ fn sample(dev: &Device, bufs: &Buffers, out: &mut SamplerOut, vocab: usize, n: u
         )
     };
     let params = SampleParams { temperature: &temperature, top_k: &top_k, top_p: &top_p, min_p: &min_p, seed: &seed, step: &step };
-    dev.sample(&mut out.token.slice_mut(0..n), &mut out.logprob.slice_mut(0..n), &bufs.logits_bf16.slice(0..n * vocab), vocab, &params)
+    dev.sample(&mut bufs.drawn.slice_mut(0..n), &mut logprob.slice_mut(0..n), &bufs.logits_bf16.slice(0..n * vocab), vocab, &params)
 }
 
 /// Writes one step's inputs into `ints` at `lay`. The first `d` sequences of `pass` have one token
@@ -192,7 +191,15 @@ pub struct CudaBackend {
     model: GpuModel,
     kv: KvPool,
     bufs: Buffers,
-    sampler: SamplerOut,
+    /// The device sampler's logprob output (`[max_logit_rows]`).
+    logprob: CudaSlice<f32>,
+    /// Launched steps not yet collected (at most two: the engine launches one ahead).
+    flights: VecDeque<Flight>,
+    launches: usize,
+    /// Per ring slot: where a step's drawn tokens are copied for the host.
+    pinned: Vec<PinnedHostSlice<i32>>,
+    /// Batch entry k of the previous launch -> its row in `bufs.drawn` (for `FUTURE | k` ids).
+    prev_rows: Vec<u32>,
     /// The decode and extend blocks of the ints buffer.
     dec: IntLayout,
     ext: IntLayout,
@@ -207,17 +214,38 @@ pub struct CudaBackend {
     busy: Busy,
 }
 
-/// GPU busy time during steady decode: per graph-replayed step, the GPU timeline between an event
-/// recorded before its upload and one after its last copy, against the wall time from one such step's
-/// start to the next one's (the host's scheduling and postprocessing in between count as idle).
-/// Gaps over 100 ms (the engine ran out of work, or ran other steps) are not counted.
+/// Ring slots for per-step events and pinned buffers: a step is collected after the next one is
+/// launched, and its busy-time gap needs the step before it, so three are in use at once.
+const RING: usize = 3;
+
+/// GPU busy fraction during steady decode, measured on the GPU's own clock: for consecutive steps
+/// that hand back only device-drawn tokens, the time from an event recorded before each step's upload
+/// to one after its last copy, against that plus the idle gap since the previous step ended. Other
+/// steps (prefill, host rows) break the chain; gaps over 100 ms (no work) are not counted.
 struct Busy {
-    start: CudaEvent,
-    end: CudaEvent,
-    /// Start of the previous graph step and its GPU time.
-    prev: Option<(std::time::Instant, f64)>,
+    start: Vec<CudaEvent>,
+    end: Vec<CudaEvent>,
+    /// Slot of the previous step in the chain.
+    prev: Option<usize>,
     gpu_s: f64,
     wall_s: f64,
+}
+
+/// A launched step, until it is collected.
+struct Flight {
+    slot: usize,
+    /// Batch entry k -> its index in the pass's sequence order (decode rows first).
+    order: Vec<usize>,
+    /// In the pass's sequence order.
+    entries: Vec<EntryRows>,
+    kind: FlightKind,
+}
+
+enum FlightKind {
+    /// Every sampled entry drawn on the device: `n` tokens on their way to `pinned[slot]`.
+    Tokens { n: usize },
+    /// Host rows or hidden states, read back when collected (the engine launches nothing in between).
+    Rows { tokens: usize, rows_at: usize, rows: Vec<Row>, drawn: bool, hidden: usize },
 }
 
 // SAFETY: the backend is built on the caller's thread and then moved into the engine thread, which is
@@ -292,13 +320,21 @@ impl CudaBackend {
             }
         };
         let kv = KvPool::new(&dev, &model.spec, num_pages, page_size).map_err(cuda_err)?;
-        let timing = || dev.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| cuda_err(e.into()));
-        let busy = Busy { start: timing()?, end: timing()?, prev: None, gpu_s: 0.0, wall_s: 0.0 };
-        let s = dev.stream();
-        let sampler = SamplerOut {
-            token: s.alloc_zeros(limits.max_logit_rows).map_err(|e| cuda_err(e.into()))?,
-            logprob: s.alloc_zeros(limits.max_logit_rows).map_err(|e| cuda_err(e.into()))?,
+        let dl = |e: DriverError| cuda_err(e.into());
+        let timing = || dev.context().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(dl);
+        let busy = Busy {
+            start: (0..RING).map(|_| timing()).collect::<Result<_>>()?,
+            end: (0..RING).map(|_| timing()).collect::<Result<_>>()?,
+            prev: None,
+            gpu_s: 0.0,
+            wall_s: 0.0,
         };
+        let logprob = dev.stream().alloc_zeros(limits.max_logit_rows).map_err(dl)?;
+        // SAFETY: plain page-locked host memory (no write-combining: the host reads it); each slot is
+        // written by a copy before it is read.
+        let pinned = (0..RING)
+            .map(|_| unsafe { dev.context().alloc_pinned_with_flags::<i32>(limits.max_logit_rows, 0) }.map_err(dl))
+            .collect::<Result<_>>()?;
         Ok(Built {
             backend: CudaBackend {
                 dev,
@@ -309,7 +345,11 @@ impl CudaBackend {
                 model,
                 kv,
                 bufs,
-                sampler,
+                logprob,
+                flights: VecDeque::new(),
+                launches: 0,
+                pinned,
+                prev_rows: Vec::new(),
                 buckets: graph_buckets(graph_max),
                 graphs: Graphs::default(),
                 graph_steps: 0,
@@ -388,22 +428,23 @@ impl CudaBackend {
         let mut draws: Vec<Draw> = rows.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
         draws.resize(bs, Draw::PAD);
         put_draws(&mut self.ints, limits.max_logit_rows, &draws);
-        // Sampler parameters and inputs in one copy; GPU busy time counts from here.
-        self.busy.start.record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
+        // Sampler parameters and inputs in one copy.
         self.upload(0, lay.pages + bs * stride)?;
         let key = (bs, stride);
-        let (dev, gemm, model, bufs, kv, sampler) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.sampler);
-        let enqueue = |bufs: &mut Buffers, kv: &mut KvPool, sampler: &mut SamplerOut| -> radixlm_cuda::Result<()> {
+        let (dev, gemm, model, bufs, kv, logprob) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.logprob);
+        let enqueue = |bufs: &mut Buffers, kv: &mut KvPool, logprob: &mut CudaSlice<f32>| -> radixlm_cuda::Result<()> {
             model.forward(dev, gemm, bufs, kv, &step)?;
             model.gather(dev, bufs, step.tokens, lay.rows, bs)?;
             model.logits_bf16(gemm, bufs, bs)?;
-            sample(dev, bufs, sampler, model.spec.vocab, bs)
+            sample(dev, bufs, logprob, model.spec.vocab, bs)
         };
         if self.graphs.get(&key).is_none() {
-            // The first step of a shape runs eagerly (building cuBLASLt plans), then is captured.
+            // The first step of a shape runs eagerly (building cuBLASLt plans), then is captured. The
+            // capture records the same work again without running it, and the first step's placeholders
+            // must be read before its own draw overwrites `drawn`: so eager first, then capture.
             self.eager_steps += 1;
-            enqueue(bufs, kv, sampler).map_err(cuda_err)?;
-            self.graphs.capture(dev, key, || enqueue(bufs, kv, sampler)).map_err(cuda_err)?;
+            enqueue(bufs, kv, logprob).map_err(cuda_err)?;
+            self.graphs.capture(dev, key, || enqueue(bufs, kv, logprob)).map_err(cuda_err)?;
             return Ok((lay, true));
         }
         self.graphs.get(&key).expect("captured").launch().map_err(|e| cuda_err(e.into()))?;
@@ -433,9 +474,9 @@ impl CudaBackend {
                     put_draws(&mut self.ints, max, &draws);
                     self.upload(0, SAMPLER_WORDS * max)?;
                     self.model.logits_bf16(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
-                    sample(&self.dev, &self.bufs, &mut self.sampler, vocab, n).map_err(cuda_err)?;
+                    sample(&self.dev, &mut self.bufs, &mut self.logprob, vocab, n).map_err(cuda_err)?;
                 }
-                ids = self.dev.stream().clone_dtoh(&self.sampler.token.slice(0..n)).map_err(dl)?;
+                ids = self.dev.stream().clone_dtoh(&self.bufs.drawn.slice(0..n)).map_err(dl)?;
             }
             if host {
                 self.model.logits(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
@@ -478,47 +519,93 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>> {
+    fn launch(&mut self, running: &[Request], batch: &Batch) -> Result<bool> {
         // One-token sequences first: they run through the decode kernel, the rest through prefill.
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&k| batch[k].1 != 1);
         let d = order.iter().take_while(|&&k| batch[k].1 == 1).count();
         let sorted: Batch = order.iter().map(|&k| batch[k]).collect();
-        let pass = Pass::prepare(running, &sorted, self.kv.page_size);
+        let mut pass = Pass::prepare(running, &sorted, self.kv.page_size);
         let limits = self.bufs.limits;
         if pass.ids.len() > limits.max_tokens || pass.ctx.seqs.len() > limits.max_seqs {
             return Err(Error::internal(format!("step of {} tokens / {} sequences exceeds the CUDA limits", pass.ids.len(), pass.ctx.seqs.len())));
         }
+        // Tokens the previous step draws read its sampler's output row on the device.
+        for id in pass.ids.iter_mut().filter(|id| **id & FUTURE != 0) {
+            let row = self.prev_rows.get((*id & !FUTURE) as usize).copied();
+            *id = FUTURE | row.ok_or_else(|| Error::internal("a placeholder token names no entry of the previous step"))?;
+        }
         // One entry per logit row, in the pass's row order (each entry's prompt rows, then its sample).
         let mut rows = Vec::with_capacity(pass.ctx.logit_rows.len());
-        for (&(i, _), e) in sorted.iter().zip(&pass.entries) {
+        let mut sample_row = vec![u32::MAX; batch.len()];
+        for ((&(i, _), e), &k) in sorted.iter().zip(&pass.entries).zip(&order) {
             rows.extend(e.prompt_targets.clone().map(|_| Row::Host));
             if e.sample {
                 let r = &running[i];
+                sample_row[k] = rows.len() as u32;
                 rows.push(if r.device_sampleable() { Row::Device(Draw::of(r)) } else { Row::Host });
             }
         }
-        let started = std::time::Instant::now();
+        let slot = self.launches % RING;
+        self.launches += 1;
+        let dl = |e: DriverError| cuda_err(e.into());
+        self.busy.start[slot].record(self.dev.stream()).map_err(dl)?;
         let (lay, drawn) = self.step(&pass, &rows, d)?;
         let tokens = pass.ids.len().max(pass.ctx.seqs.len());
-        let mut results = self.consume_rows(tokens, lay.rows, &rows, drawn)?.into_iter();
-        self.busy.end.record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
-        if drawn {
-            let gpu = self.busy.start.elapsed_ms(&self.busy.end).map_err(|e| cuda_err(e.into()))? as f64 * 1e-3;
-            if let Some((prev_start, prev_gpu)) = self.busy.prev {
-                let wall = started.duration_since(prev_start).as_secs_f64();
-                if wall < 0.1 {
-                    self.busy.gpu_s += prev_gpu;
-                    self.busy.wall_s += wall;
-                }
+        let tokens_only = pass.hidden_rows.is_empty() && rows.iter().all(|r| matches!(r, Row::Device(_)));
+        let kind = if tokens_only {
+            let n = rows.len();
+            if !drawn && n > 0 {
+                // Eager step (no graph bucket): LM head and sampler now, on the same stream.
+                self.model.gather(&self.dev, &mut self.bufs, tokens, lay.rows, n).map_err(cuda_err)?;
+                let draws: Vec<Draw> = rows.iter().map(|r| if let Row::Device(d) = r { *d } else { Draw::PAD }).collect();
+                put_draws(&mut self.ints, limits.max_logit_rows, &draws);
+                self.upload(0, SAMPLER_WORDS * limits.max_logit_rows)?;
+                self.model.logits_bf16(&self.gemm, &mut self.bufs, n).map_err(cuda_err)?;
+                sample(&self.dev, &mut self.bufs, &mut self.logprob, self.model.spec.vocab, n).map_err(cuda_err)?;
             }
-            self.busy.prev = Some((started, gpu));
+            if n > 0 {
+                self.dev.stream().memcpy_dtoh(&self.bufs.drawn.slice(0..n), &mut self.pinned[slot]).map_err(dl)?;
+            }
+            self.busy.end[slot].record(self.dev.stream()).map_err(dl)?;
+            FlightKind::Tokens { n }
         } else {
-            self.busy.prev = None;
-        }
-        let mut hidden_rows = self.hidden_to_host(tokens, lay.rows, rows.len(), pass.hidden_rows.len())?.into_iter();
-        let mut out: Vec<Option<EntryOut>> = (0..batch.len()).map(|_| None).collect();
-        for (e, &k) in pass.entries.into_iter().zip(&order) {
+            FlightKind::Rows { tokens, rows_at: lay.rows, rows, drawn, hidden: pass.hidden_rows.len() }
+        };
+        self.prev_rows = sample_row;
+        self.flights.push_back(Flight { slot, order, entries: pass.entries, kind });
+        Ok(tokens_only)
+    }
+
+    fn collect(&mut self) -> Result<Vec<EntryOut>> {
+        let f = self.flights.pop_front().ok_or_else(|| Error::internal("collect without a launched step"))?;
+        let dl = |e: DriverError| cuda_err(e.into());
+        let (mut results, hidden_rows) = match f.kind {
+            FlightKind::Tokens { n } => {
+                self.busy.end[f.slot].synchronize().map_err(dl)?;
+                let tokens: Vec<Sampled> = self.pinned[f.slot].as_slice().map_err(dl)?[..n].iter().map(|&t| Sampled::Token(t as u32)).collect();
+                let b = &mut self.busy;
+                let gpu = b.start[f.slot].elapsed_ms(&b.end[f.slot]).map_err(dl)? as f64 * 1e-3;
+                if let Some(p) = b.prev {
+                    let gap = b.end[p].elapsed_ms(&b.start[f.slot]).map_err(dl)? as f64 * 1e-3;
+                    if gap < 0.1 {
+                        b.gpu_s += gpu;
+                        b.wall_s += gpu + gap;
+                    }
+                }
+                b.prev = Some(f.slot);
+                (tokens.into_iter(), Vec::new().into_iter())
+            }
+            FlightKind::Rows { tokens, rows_at, rows, drawn, hidden } => {
+                self.busy.prev = None;
+                let results = self.consume_rows(tokens, rows_at, &rows, drawn)?;
+                let hidden = self.hidden_to_host(tokens, rows_at, rows.len(), hidden)?;
+                (results.into_iter(), hidden.into_iter())
+            }
+        };
+        let mut hidden_rows = hidden_rows;
+        let mut out: Vec<Option<EntryOut>> = (0..f.order.len()).map(|_| None).collect();
+        for (e, &k) in f.entries.into_iter().zip(&f.order) {
             let prompt_rows = e
                 .prompt_targets
                 .map(|t| match results.next() {

@@ -144,7 +144,7 @@ impl EngineHandle {
         let (tx, rx) = channel();
         let closed = Arc::new(AtomicBool::new(false));
         let snapshot = Arc::new(Mutex::new(Value::Null));
-        let worker = Worker::new(sched, runner, tokenizer, rx, closed.clone(), snapshot.clone());
+        let worker = Worker::new(sched, runner, tokenizer, rx, closed.clone(), snapshot.clone(), opts.disable_overlap_schedule);
         let thread = std::thread::Builder::new()
             .name("radixlm-engine".into())
             .spawn(move || worker.run())

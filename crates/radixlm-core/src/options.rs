@@ -29,6 +29,8 @@ pub struct EngineOptions {
     pub enable_return_hidden_states: bool,
     pub cuda_graph_max_bs: Option<usize>,
     pub disable_cuda_graph: bool,
+    /// Collect every pass before scheduling the next one (SGLang's `disable_overlap_schedule`).
+    pub disable_overlap_schedule: bool,
     /// Test hook, not an option users can set: retract the youngest running request every N steps.
     pub test_retract_every: Option<u64>,
 }
@@ -54,6 +56,7 @@ impl Default for EngineOptions {
             enable_return_hidden_states: false,
             cuda_graph_max_bs: None,
             disable_cuda_graph: false,
+            disable_overlap_schedule: false,
             test_retract_every: None,
         }
     }
@@ -136,6 +139,7 @@ impl EngineOptions {
                 "enable_return_hidden_states" => o.enable_return_hidden_states = boolean(&key, val)?,
                 "cuda_graph_max_bs" => o.cuda_graph_max_bs = Some(positive(&key, val)?),
                 "disable_cuda_graph" => o.disable_cuda_graph = boolean(&key, val)?,
+                "disable_overlap_schedule" => o.disable_overlap_schedule = boolean(&key, val)?,
                 k => return Err(bad(k, "unknown engine option")),
             }
         }

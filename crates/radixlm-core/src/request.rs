@@ -187,7 +187,34 @@ impl Request {
     /// Records a sampled token, updates the text and decides whether the request is finished.
     /// The text becomes visible to the caller through `release`.
     pub fn accept(&mut self, token: u32, tk: Option<&Tokenizer>) {
-        self.output.push(token);
+        self.accept_at(self.output.len(), token, tk);
+    }
+
+    /// `accept` for output index `idx`: the next one, or a `FUTURE` placeholder pushed when the pass
+    /// that draws it was launched (overlap). Placeholders after it (the pass launched since) are dropped
+    /// if the request ends here; their K/V, computed or not, stays within `kv_len <= seq_len`.
+    pub fn accept_at(&mut self, idx: usize, token: u32, tk: Option<&Tokenizer>) {
+        if idx == self.output.len() {
+            self.output.push(token);
+        } else {
+            self.output[idx] = token;
+        }
+        let n = idx + 1;
+        self.decide(n, token, tk);
+        if self.finish.is_some() && self.output.len() > n {
+            self.output.truncate(n);
+            self.kv_len = self.kv_len.min(self.seq_len());
+        }
+    }
+
+    /// Whether the token at output index `idx` will end the request whatever it is (length cap or
+    /// context), so no pass needs to run after the one that draws it.
+    pub fn ends_at(&self, idx: usize) -> bool {
+        idx + 1 >= self.params.max_new_tokens || self.prompt.len() + idx + 1 >= self.max_seq_len
+    }
+
+    /// The checks of `accept` once the `n`-th output token is in place.
+    fn decide(&mut self, n: usize, token: u32, tk: Option<&Tokenizer>) {
         self.sampler.observe(token);
         // Structured output: advance the grammar (the mask allowed `token`, so this fails only on an
         // internal grammar error, which ends the request).
@@ -195,7 +222,7 @@ impl Request {
             self.finish = Some(FinishReason::Abort(e));
             return;
         }
-        let may_stop = self.output.len() >= self.params.min_new_tokens;
+        let may_stop = n >= self.params.min_new_tokens;
         let stop_token = may_stop && self.stop_ids.contains(&token);
         if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
             // A matched stop token stays out of the text unless noStopTrim (SGLang's trim rule).
@@ -216,8 +243,8 @@ impl Request {
                 // pass for that EOS, as a stop at the EOS id (SGLang: a terminated grammar is a matched
                 // stop token). Checked before the length cap: the output is whole.
                 self.finish = Some(FinishReason::StopToken(eos));
-            } else if self.output.len() >= self.params.max_new_tokens || self.seq_len() >= self.max_seq_len {
-                self.finish = Some(FinishReason::Length(self.output.len()));
+            } else if self.ends_at(n - 1) {
+                self.finish = Some(FinishReason::Length(n));
             }
         }
     }

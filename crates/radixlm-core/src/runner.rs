@@ -4,19 +4,36 @@
 //!
 //! `Backend` is what the engine thread drives; `ModelRunner` is the CPU one, the CUDA one lives in
 //! `cuda_backend.rs` (built with the `cuda` feature).
+//!
+//! Passes are launched and collected in order. When a launched pass hands back nothing but tokens the
+//! backend draws itself, the engine schedules and launches the next pass before collecting it (overlap):
+//! a token not known yet stands in the next pass's ids as `FUTURE | k`, "the token drawn for entry k of
+//! the previous launched pass", which the backend resolves where that token is (on the GPU, the sampler's
+//! output buffer).
+
+use std::collections::VecDeque;
 
 use crate::error::Result;
 use crate::forward_ctx::{ForwardCtx, SeqSlice};
 use crate::kv_cache::KvCache;
 use crate::layers::transformer::Transformer;
 use crate::request::Request;
+use crate::sampling::sampler::argmax;
 use crate::scheduler::Batch;
+
+/// Marks a token id as a reference to the previous pass's draw for batch entry `id & !FUTURE`
+/// (vocabularies are far below 2^31).
+pub const FUTURE: u32 = 0x8000_0000;
 
 /// A compute backend: owns the weights and the KV storage the page ids index into.
 pub trait Backend: Send {
-    /// Per batch entry: what to sample from (or what was sampled) when its pending tokens are now all
-    /// computed, plus the rows it asked for (prompt logprobs, hidden states).
-    fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>>;
+    /// Starts the pass of `batch` over `running` (ids may hold `FUTURE` references into the previous
+    /// launch). Returns whether its results will be tokens only (every sampled entry drawn by the
+    /// backend, no prompt or hidden rows): only then may the next pass be launched before `collect`.
+    fn launch(&mut self, running: &[Request], batch: &Batch) -> Result<bool>;
+    /// Per batch entry of the oldest pass not yet collected: what to sample from (or what was sampled)
+    /// when its pending tokens are now all computed, plus the rows it asked for.
+    fn collect(&mut self) -> Result<Vec<EntryOut>>;
     /// What `getServerInfo()` reports as the device, e.g. `cpu` or `NVIDIA H100 80GB HBM3 (sm_90)`.
     fn device(&self) -> String;
     /// Backend counters for `getServerInfo()` (e.g. CUDA graphs captured).
@@ -25,9 +42,37 @@ pub trait Backend: Send {
     }
 }
 
+/// Whether the backend draws `r`'s next token itself: the device sampler's case on CUDA; on the CPU,
+/// greedy rows (an argmax, the same as the host sampler's for such a request).
+pub fn draws_greedy(r: &Request) -> bool {
+    r.device_sampleable() && r.params.is_greedy()
+}
+
 pub struct ModelRunner {
     pub model: Transformer,
     pub kv: KvCache,
+    /// Launched passes, computed when collected (in order), so a result goes out as soon as it exists.
+    pub queue: VecDeque<Prepared>,
+    /// The previous computed pass's drawn token per batch entry (what `FUTURE` references resolve to).
+    pub prev: Vec<u32>,
+}
+
+impl ModelRunner {
+    pub fn new(model: Transformer, kv: KvCache) -> Self {
+        ModelRunner { model, kv, queue: VecDeque::new(), prev: Vec::new() }
+    }
+}
+
+/// A pass with everything it needs copied out of the requests (they change before it is computed).
+pub struct Prepared {
+    ids: Vec<u32>,
+    /// (q_len, start, page table) per sequence.
+    seqs: Vec<(usize, usize, Vec<u32>)>,
+    logit_rows: Vec<usize>,
+    hidden_rows: Vec<usize>,
+    entries: Vec<EntryRows>,
+    /// Per entry: its sample row is drawn here (greedy) instead of going back as logits.
+    draw: Vec<bool>,
 }
 
 impl Backend for ModelRunner {
@@ -35,17 +80,46 @@ impl Backend for ModelRunner {
         "cpu".into()
     }
 
-    fn run(&mut self, running: &[Request], batch: &Batch) -> Result<Vec<EntryOut>> {
+    fn launch(&mut self, running: &[Request], batch: &Batch) -> Result<bool> {
         let pass = Pass::prepare(running, batch, self.kv.page_size);
-        let (logits, hidden) = self.model.forward_with_hidden(&pass.ids, &pass.ctx, &mut self.kv, &pass.hidden_rows)?;
+        let draw: Vec<bool> = batch.iter().zip(&pass.entries).map(|(&(i, _), e)| e.sample && draws_greedy(&running[i])).collect();
+        let tokens_only = pass.hidden_rows.is_empty()
+            && pass.entries.iter().zip(&draw).all(|(e, &d)| e.prompt_targets.is_empty() && (d || !e.sample));
+        self.queue.push_back(Prepared {
+            seqs: pass.ctx.seqs.iter().map(|s| (s.q_len, s.start, s.page_table.to_vec())).collect(),
+            ids: pass.ids,
+            logit_rows: pass.ctx.logit_rows,
+            hidden_rows: pass.hidden_rows,
+            entries: pass.entries,
+            draw,
+        });
+        Ok(tokens_only)
+    }
+
+    fn collect(&mut self) -> Result<Vec<EntryOut>> {
+        let mut p = self.queue.pop_front().ok_or_else(|| crate::error::Error::internal("collect without a launched pass"))?;
+        for id in p.ids.iter_mut().filter(|id| **id & FUTURE != 0) {
+            *id = self.prev[(*id & !FUTURE) as usize];
+        }
+        let seqs = p.seqs.iter().map(|(q_len, start, t)| SeqSlice { q_len: *q_len, start: *start, page_table: t }).collect();
+        let ctx = ForwardCtx { seqs, page_size: self.kv.page_size, logit_rows: p.logit_rows };
+        let (logits, hidden) = self.model.forward_with_hidden(&p.ids, &ctx, &mut self.kv, &p.hidden_rows)?;
         let vocab = self.model.cfg.vocab_size;
         let width = self.model.cfg.hidden_size;
         let mut logit_rows = logits.chunks_exact(vocab);
         let mut hidden_rows = hidden.chunks_exact(width);
-        let mut out = Vec::with_capacity(pass.entries.len());
-        for e in pass.entries {
+        let mut out = Vec::with_capacity(p.entries.len());
+        self.prev.clear();
+        for (e, draw) in p.entries.into_iter().zip(p.draw) {
             let prompt_rows = e.prompt_targets.map(|t| (t, logit_rows.next().expect("row").to_vec())).collect();
-            let sample = e.sample.then(|| Sampled::Logits(logit_rows.next().expect("row").to_vec()));
+            let sample = e.sample.then(|| {
+                let row = logit_rows.next().expect("row");
+                if draw { Sampled::Token(argmax(row)) } else { Sampled::Logits(row.to_vec()) }
+            });
+            self.prev.push(match sample {
+                Some(Sampled::Token(t)) => t,
+                _ => 0,
+            });
             let hidden = e.hidden_positions.map(|p| (p, hidden_rows.next().expect("row").to_vec())).collect();
             out.push(EntryOut { sample, prompt_rows, hidden });
         }

@@ -262,6 +262,18 @@ impl Scheduler {
         Some(r)
     }
 
+    /// A request still in the engine (running, or back in the queue after a retraction); `hint` is
+    /// where it was in `running` (right unless requests before it have left since).
+    pub fn find_mut(&mut self, id: u64, hint: usize) -> Option<&mut Request> {
+        if self.running.get(hint).is_some_and(|r| r.id == id) {
+            return Some(&mut self.running[hint]);
+        }
+        match self.running.iter().position(|r| r.id == id) {
+            Some(i) => Some(&mut self.running[i]),
+            None => self.waiting.iter_mut().find(|r| r.id == id),
+        }
+    }
+
     pub fn check_integrity(&self) -> Result<(), String> {
         self.mem.check_integrity(self.running.iter().chain(self.waiting.iter()).map(|r| &r.pages))
     }

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorCode};
 use crate::logprobs::meta_json;
 use crate::model::tokenizer::TokenizerInfo;
 use crate::request::{FinishReason, Request};
-use crate::runner::{Backend, Sampled};
+use crate::runner::{Backend, Sampled, FUTURE};
 use crate::sampling::grammar::Mask;
 use crate::scheduler::Scheduler;
 
@@ -35,10 +35,22 @@ pub(crate) struct Worker {
     /// Final events of this iteration, sent after the snapshot is published.
     done: Vec<(UnboundedSender<Event>, Event)>,
     steps: u64,
+    overlap_steps: u64,
     failures: u64,
     /// Structured output: token masks computed, and the time they took.
     grammar_masks: u64,
     grammar_mask_ns: u64,
+    /// The pass launched last, when it was left in flight while the next is scheduled (overlap).
+    inflight: Option<InFlight>,
+    /// `disableOverlapSchedule`: every pass is collected before the next is scheduled.
+    no_overlap: bool,
+}
+
+/// A launched pass, as the engine thread remembers it until it is collected.
+struct InFlight {
+    /// Per batch entry: the request id, its index in `running` at launch and, when a placeholder stands
+    /// for its token, that output index.
+    entries: Vec<(u64, usize, Option<usize>)>,
 }
 
 impl Worker {
@@ -49,8 +61,26 @@ impl Worker {
         rx: Receiver<Command>,
         closed: Arc<AtomicBool>,
         snapshot: Arc<Mutex<Value>>,
+        no_overlap: bool,
     ) -> Self {
-        let mut w = Worker { sched, runner, tokenizer, outputs: HashMap::new(), live_rids: HashMap::new(), rx, closed, snapshot, done: Vec::new(), steps: 0, failures: 0, grammar_masks: 0, grammar_mask_ns: 0 };
+        let mut w = Worker {
+            sched,
+            runner,
+            tokenizer,
+            outputs: HashMap::new(),
+            live_rids: HashMap::new(),
+            rx,
+            closed,
+            snapshot,
+            done: Vec::new(),
+            steps: 0,
+            overlap_steps: 0,
+            failures: 0,
+            grammar_masks: 0,
+            grammar_mask_ns: 0,
+            inflight: None,
+            no_overlap,
+        };
         // Counters exist from the start.
         w.deliver();
         w
@@ -60,7 +90,7 @@ impl Worker {
         loop {
             // Block while idle; otherwise drain what arrived and take a step.
             let mut arrived = false;
-            if self.sched.is_idle() {
+            if self.sched.is_idle() && self.inflight.is_none() {
                 match self.rx.recv() {
                     Ok(c) => {
                         arrived = true;
@@ -87,7 +117,7 @@ impl Worker {
             if arrived {
                 self.deliver();
             }
-            if !self.sched.is_idle() {
+            if !self.sched.is_idle() || self.inflight.is_some() {
                 self.step();
             }
             self.deliver();
@@ -150,6 +180,8 @@ impl Worker {
             "running": self.sched.running.len(),
             "waiting": self.sched.waiting.len(),
             "steps": self.steps,
+            // Passes left in flight while the next one was scheduled (overlap).
+            "overlapSteps": self.overlap_steps,
             "retractions": self.sched.retractions,
             "integrityFailures": self.failures,
             "grammarMasks": self.grammar_masks,
@@ -158,7 +190,34 @@ impl Worker {
         })
     }
 
+    /// One iteration: schedules and launches the next pass, then collects the one launched before it (if
+    /// any), so that with overlap the host's work for a pass runs while the device computes the next.
     fn step(&mut self) {
+        let next = if self.sched.is_idle() { None } else { self.launch() };
+        if let Some(prev) = self.inflight.take() {
+            self.collect(prev);
+        }
+        match next {
+            Some((f, true)) => {
+                self.overlap_steps += 1;
+                self.inflight = Some(f);
+            }
+            Some((f, _)) => self.collect(f),
+            None => {}
+        }
+        if self.sched.is_idle() && self.inflight.is_none() {
+            if let Err(e) = self.sched.check_integrity() {
+                self.failures += 1;
+                debug_assert!(false, "{e}");
+            }
+        }
+    }
+
+    /// Schedules and launches a pass. Its K/V counts as computed from here on (the device runs passes in
+    /// launch order, so whatever reads those pages later comes after). Returns the pass and whether it
+    /// may stay in flight while the next one is scheduled; if so, every sequence it samples that can go
+    /// on gets a `FUTURE` placeholder for its token, so it is in the next pass already.
+    fn launch(&mut self) -> Option<(InFlight, bool)> {
         let (batch, rejected, never_fit) = self.sched.schedule();
         for r in rejected {
             self.finish(r);
@@ -168,40 +227,69 @@ impl Worker {
             self.send(r.id, Event::Error(e), true);
         }
         if batch.is_empty() {
-            return;
+            return None;
         }
         self.steps += 1;
-        let result = self.runner.run(&self.sched.running, &batch);
-        let logits = match result {
-            Ok(l) => l,
+        let tokens_only = match self.runner.launch(&self.sched.running, &batch) {
+            Ok(t) => t && !self.no_overlap,
             Err(e) => {
-                // A failed pass fails the requests in it; the engine keeps serving the rest.
                 let ids: Vec<u64> = batch.iter().map(|&(i, _)| self.sched.running[i].id).collect();
-                for id in ids {
-                    // Their KV may be incomplete: nothing of theirs goes to the cache.
-                    if let Some(r) = self.sched.take(id, false) {
-                        self.send(r.id, Event::Error(e.clone()), true);
-                    }
-                }
-                return;
+                self.fail(&ids, e);
+                return None;
             }
         };
-        let tk = self.tokenizer.clone();
-        let mut finished = Vec::new();
-        for (&(i, q), out) in batch.iter().zip(logits) {
+        let mut entries = Vec::with_capacity(batch.len());
+        for (k, &(i, q)) in batch.iter().enumerate() {
             let r = &mut self.sched.running[i];
             let was_prefill = r.kv_len < r.prompt.len();
+            let sample = r.kv_len + q == r.seq_len();
             r.kv_len += q;
             if was_prefill {
                 self.sched.cache_prefill_progress(i);
             }
             let r = &mut self.sched.running[i];
+            let idx = r.output.len();
+            let placeholder = (tokens_only && sample && !r.ends_at(idx)).then(|| {
+                r.output.push(FUTURE | k as u32);
+                idx
+            });
+            entries.push((r.id, i, placeholder));
+        }
+        Some((InFlight { entries }, tokens_only))
+    }
+
+    /// Fails the requests of a pass that could not run; the engine keeps serving the rest.
+    fn fail(&mut self, ids: &[u64], e: Error) {
+        for &id in ids {
+            // Their KV may be incomplete: nothing of theirs goes to the cache.
+            if let Some(r) = self.sched.take(id, false) {
+                self.send(r.id, Event::Error(e.clone()), true);
+            }
+        }
+    }
+
+    /// Takes a pass's results into its requests (those still there: an abort may have ended one since
+    /// the launch, a retraction moved it back to the queue) and ends the finished ones.
+    fn collect(&mut self, f: InFlight) {
+        let outs = match self.runner.collect() {
+            Ok(o) => o,
+            Err(e) => {
+                let ids: Vec<u64> = f.entries.iter().map(|&(id, _, _)| id).collect();
+                self.fail(&ids, e);
+                return;
+            }
+        };
+        let tk = self.tokenizer.clone();
+        let mut finished = Vec::new();
+        for (&(id, hint, placeholder), out) in f.entries.iter().zip(outs) {
+            let Some(r) = self.sched.find_mut(id, hint) else { continue };
             r.record_rows(out.prompt_rows, out.hidden);
+            let idx = placeholder.unwrap_or(r.output.len());
             let mut row = match out.sample {
                 None => continue,
                 Some(Sampled::Logits(row)) => row,
                 Some(Sampled::Token(token)) => {
-                    Self::emit(&mut finished, &mut self.outputs, r, token, tk.as_ref());
+                    Self::emit(&mut finished, &mut self.outputs, r, idx, token, tk.as_ref());
                     continue;
                 }
             };
@@ -237,35 +325,31 @@ impl Worker {
             };
             // `row` now holds the logits the token was drawn from (penalties, ban and bias applied).
             r.record_output_logprob(&row, token);
-            Self::emit(&mut finished, &mut self.outputs, r, token, tk.as_ref());
+            Self::emit(&mut finished, &mut self.outputs, r, idx, token, tk.as_ref());
         }
         for id in finished {
             if let Some(r) = self.sched.take(id, true) {
                 self.finish(r);
             }
         }
-        if self.sched.is_idle() {
-            if let Err(e) = self.sched.check_integrity() {
-                self.failures += 1;
-                debug_assert!(false, "{e}");
-            }
-        }
     }
 
-    /// Takes `token` into `r`: a finished request is noted in `finished`, a streaming one gets its chunk.
+    /// Takes `token` into `r` at output index `idx`: a finished request is noted in `finished`, a
+    /// streaming one gets its chunk.
     fn emit(
         finished: &mut Vec<u64>,
         outputs: &mut HashMap<u64, (UnboundedSender<Event>, String)>,
         r: &mut Request,
+        idx: usize,
         token: u32,
         tk: Option<&Arc<TokenizerInfo>>,
     ) {
-        r.accept(token, tk.map(|t| &t.tokenizer));
+        r.accept_at(idx, token, tk.map(|t| &t.tokenizer));
         if r.finish.is_some() {
             finished.push(r.id);
         } else if r.stream {
             let delta = r.release(tk.map(|t| &t.tokenizer));
-            let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: r.output.len() };
+            let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: idx + 1 };
             if let Some((tx, _)) = outputs.get(&r.id) {
                 let _ = tx.send(Event::Chunk(chunk));
             }
@@ -275,6 +359,14 @@ impl Worker {
     /// Sends the final event of a request whose pages are already returned.
     fn finish(&mut self, mut r: Request) {
         let tk = self.tokenizer.clone();
+        // Ended (aborted, or out of room) while a pass that draws its next token was in flight: that
+        // token is not part of the output.
+        if let Some(p) = r.output.iter().position(|&t| t & FUTURE != 0) {
+            r.output.truncate(p);
+            if let Some(FinishReason::Length(n)) = r.finish.as_mut() {
+                *n = p;
+            }
+        }
         let finish = r.finish.clone().unwrap_or(FinishReason::Abort("unknown".into()));
         let tail = r.release(tk.as_ref().map(|t| &t.tokenizer));
         let last_id = if r.stream { r.output.last().copied().into_iter().collect() } else { Vec::new() };

@@ -308,3 +308,70 @@ fn grammar_outputs_survive_retraction_and_n() {
 fn regex_lite(rx: &str) -> regex::Regex {
     regex::Regex::new(rx).unwrap()
 }
+
+/// Streams or waits for one request; returns (output ids, text, finish), checking on the way that the
+/// streamed chunks add up to the final output.
+fn settle(mut h: radixlm_core::RequestHandle) -> (Vec<u32>, String, FinishReason) {
+    let (mut ids, mut text) = (Vec::new(), String::new());
+    loop {
+        match h.next_blocking() {
+            Some(Event::Chunk(c)) => {
+                ids.extend(c.ids);
+                text.push_str(&c.delta);
+                assert_eq!(ids.len(), c.completion_tokens);
+            }
+            Some(Event::Done(o)) => {
+                ids.extend(&o.delta_ids);
+                text.push_str(&o.delta);
+                if !ids.is_empty() {
+                    assert_eq!((&ids, &text), (&o.output_ids, &o.text), "streamed chunks differ from the result");
+                }
+                return (o.output_ids, o.text, o.finish);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn overlap_schedule_changes_no_output() {
+    // Greedy requests (drawn by the backend: the next pass is launched before their tokens are seen),
+    // seeded sampling (host rows: collected before the next pass), stop strings and EOS (found one
+    // pass late with overlap), mixed lengths, streaming, and a pool small enough to retract.
+    let params: Vec<Value> = (0..16)
+        .map(|i| match i % 4 {
+            0 => json!({"temperature": 0, "maxNewTokens": 5 + i * 3}),
+            1 => json!({"temperature": 0, "maxNewTokens": 30, "ignoreEos": true}),
+            2 => json!({"temperature": 0.8, "seed": i, "maxNewTokens": 20, "ignoreEos": true}),
+            _ => json!({"temperature": 0, "maxNewTokens": 25, "stop": ["e", "o "]}),
+        })
+        .collect();
+    let run = |e: &EngineHandle| -> Vec<(Vec<u32>, String, FinishReason)> {
+        let hs: Vec<_> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let prompt = format!("Request {i}: the quick brown fox jumps over the lazy dog and {i} more");
+                e.submit(PromptInput::Text(prompt), p, None, i % 2 == 0).unwrap().remove(0)
+            })
+            .collect();
+        hs.into_iter().map(settle).collect()
+    };
+    let base = json!({"maxTotalTokens": 192, "pageSize": 4, "chunkedPrefillSize": 64});
+    let mut off_opts = base.clone();
+    off_opts["disableOverlapSchedule"] = json!(true);
+    let (on, off) = (engine(base), engine(off_opts));
+    let (got, want) = (run(&on), run(&off));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "request {i} differs with the overlap schedule");
+    }
+    assert!(want.iter().any(|o| matches!(o.2, FinishReason::StopString(_))), "no stop string hit: {want:?}");
+    let info = on.server_info().unwrap();
+    assert!(info["overlapSteps"].as_u64().unwrap() > 20, "{info}");
+    assert!(info["retractions"].as_u64().unwrap() > 0, "no retraction: {info}");
+    assert_eq!(info["pagesUsed"], 0, "pages leaked: {info}");
+    assert_eq!(info["integrityFailures"], 0, "{info}");
+    assert_eq!(off.server_info().unwrap()["overlapSteps"], 0);
+    // The engine keeps serving after all that.
+    assert_eq!(run(&on), want);
+}

@@ -126,6 +126,9 @@ pub struct Buffers {
     /// produces them).
     pub logits_bf16: CudaSlice<bf16>,
     workspace: CudaSlice<f32>,
+    /// `[max_logit_rows]`: the tokens the device sampler drew last. A step's input id `i32::MIN + j`
+    /// reads `drawn[j]` (overlap scheduling: the next step is launched before the host sees them).
+    pub drawn: CudaSlice<i32>,
 }
 
 /// Offsets of the step inputs inside [`Buffers::ints`] (absolute).
@@ -275,6 +278,7 @@ impl GpuModel {
                 logits: s.alloc(limits.max_logit_rows * sp.vocab)?,
                 logits_bf16: s.alloc(limits.max_logit_rows * sp.vocab)?,
                 workspace: s.alloc(ws.max(1))?,
+                drawn: s.alloc_zeros(limits.max_logit_rows)?,
             })
         }
     }
@@ -319,7 +323,7 @@ impl GpuModel {
         let mut act = b.act.slice_mut(0..t * sp.inter);
         let eps = sp.eps;
 
-        dev.embedding(&mut residual, &self.embed, &ids, h)?;
+        dev.embedding_resolving(&mut residual, &self.embed, &ids, &b.drawn, h)?;
         dev.rmsnorm(&mut hid, &residual, &self.layers[0].attn_norm, eps)?;
         for (l, layer) in self.layers.iter().enumerate() {
             match &layer.qkv_bias {

@@ -48,6 +48,31 @@ impl Device {
         ids: &impl DevicePtr<i32>,
         hidden: usize,
     ) -> Result<()> {
+        self.embedding_impl(out, table, ids, (0, 0), hidden)
+    }
+
+    /// `embedding`, where an id `i32::MIN + j` (j < `future.len()`) stands for the id `future[j]` on
+    /// the device (a token the previous step drew, for overlap scheduling).
+    pub fn embedding_resolving(
+        &self,
+        out: &mut impl DevicePtrMut<bf16>,
+        table: &impl DevicePtr<bf16>,
+        ids: &impl DevicePtr<i32>,
+        future: &impl DevicePtr<i32>,
+        hidden: usize,
+    ) -> Result<()> {
+        let (f, _f) = future.device_ptr(&self.stream);
+        self.embedding_impl(out, table, ids, (f, to_i32("embedding", "future", future.len())?), hidden)
+    }
+
+    fn embedding_impl(
+        &self,
+        out: &mut impl DevicePtrMut<bf16>,
+        table: &impl DevicePtr<bf16>,
+        ids: &impl DevicePtr<i32>,
+        future: (u64, i32),
+        hidden: usize,
+    ) -> Result<()> {
         const OP: &str = "embedding";
         let tokens = ids.len();
         ensure!(
@@ -79,6 +104,8 @@ impl Device {
         b.arg(&o)
             .arg(&t)
             .arg(&i)
+            .arg(&future.0)
+            .arg(&future.1)
             .arg(&hidden_i)
             .arg(&vocab)
             .arg(&vec);

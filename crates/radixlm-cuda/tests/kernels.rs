@@ -183,6 +183,27 @@ fn embedding() {
 }
 
 #[test]
+fn embedding_reads_future_ids_from_the_previous_draw() {
+    let Some(dev) = device("embedding_reads_future_ids_from_the_previous_draw") else {
+        return;
+    };
+    let s = dev.stream();
+    let mut rng = StdRng::seed_from_u64(2);
+    let (vocab, hidden) = (50usize, 64usize);
+    let table = rand_bf16(&mut rng, vocab * hidden, 2.0);
+    let drawn = [7i32, 41, 3];
+    // Placeholders i32::MIN + j read drawn[j]; past drawn's end (and plain negatives) give zero rows.
+    let ids = [5, i32::MIN + 1, i32::MIN, -1, i32::MIN + 3, i32::MIN + 2];
+    let resolved = [5, 41, 7, -1, -1, 3];
+    let mut want = nan(ids.len() * hidden);
+    cpu::embedding(&mut want, &table, &resolved, hidden);
+    let mut out = up(s, &nan(ids.len() * hidden));
+    dev.embedding_resolving(&mut out, &up(s, &table), &up(s, &ids), &up(s, &drawn), hidden)
+        .unwrap();
+    check_exact("embedding with future ids", &down(s, &out), &want);
+}
+
+#[test]
 fn rmsnorm_and_fused_add() {
     let Some(dev) = device("rmsnorm_and_fused_add") else {
         return;
