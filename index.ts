@@ -303,7 +303,12 @@ export interface ServerInfo {
   grammarMasks: number
   /** Seconds spent computing structured-output masks. */
   grammarMaskSeconds: number
-  /** Backend counters: on CUDA `kvPoolPages`, `cudaGraphs` (captured), `graphSteps` and `eagerSteps`; null on the CPU. */
+  /**
+   * Backend counters, null on the CPU. On CUDA: `kvPoolPages`, `cudaGraphs` (captured), `graphSteps` and
+   * `eagerSteps`; `decodeGpuSeconds` / `extendGpuSeconds` (GPU time of pure decode steps / steps with
+   * prefill); `gpuBusy`, the GPU's busy fraction over consecutive decode steps on its own clock
+   * (`chainGpuSeconds` / `chainWallSeconds`: idle gaps between steps count against it).
+   */
   backend: Record<string, number> | null
 }
 

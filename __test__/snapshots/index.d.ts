@@ -61,6 +61,12 @@ export interface CamelEngineOptions {
     cudaGraphMaxBs?: number;
     /** CUDA only: launch every decode step's kernels one by one instead of replaying CUDA graphs. */
     disableCudaGraph?: boolean;
+    /**
+     * Schedule each pass only after the previous one's results are back. By default (as SGLang) the next
+     * pass is scheduled and launched while the current one runs, whenever the current one's tokens are all
+     * drawn by the backend (greedy or plain sampling, no logprobs, penalties or grammar).
+     */
+    disableOverlapSchedule?: boolean;
 }
 /** What `getServerInfo()` reports: resolved options, then the KV pool and counters since start. */
 export interface ServerInfo {
@@ -113,6 +119,11 @@ export interface ServerInfo {
     waiting: number;
     /** Forward passes taken. */
     steps: number;
+    /**
+     * Passes left running while the next one was scheduled and launched (overlap schedule; 0 with
+     * `disableOverlapSchedule`).
+     */
+    overlapSteps: number;
     /** Requests put back in the queue because decode ran out of pages (they recompute, same output). */
     retractions: number;
     /** Failed page-accounting checks (always 0 unless there is a bug). */
@@ -121,7 +132,12 @@ export interface ServerInfo {
     grammarMasks: number;
     /** Seconds spent computing structured-output masks. */
     grammarMaskSeconds: number;
-    /** Backend counters: on CUDA `kvPoolPages`, `cudaGraphs` (captured), `graphSteps` and `eagerSteps`; null on the CPU. */
+    /**
+     * Backend counters, null on the CPU. On CUDA: `kvPoolPages`, `cudaGraphs` (captured), `graphSteps` and
+     * `eagerSteps`; `decodeGpuSeconds` / `extendGpuSeconds` (GPU time of pure decode steps / steps with
+     * prefill); `gpuBusy`, the GPU's busy fraction over consecutive decode steps on its own clock
+     * (`chainGpuSeconds` / `chainWallSeconds`: idle gaps between steps count against it).
+     */
     backend: Record<string, number> | null;
 }
 /**

@@ -229,11 +229,17 @@ struct Busy {
     prev: Option<usize>,
     gpu_s: f64,
     wall_s: f64,
+    /// GPU time of every step (upload to last copy, host readback excluded), split into pure decode
+    /// steps and steps with prefill/extend sequences: where the device's time goes.
+    decode_s: f64,
+    extend_s: f64,
 }
 
 /// A launched step, until it is collected.
 struct Flight {
     slot: usize,
+    /// Every sequence had one new token (no prefill).
+    decode: bool,
     /// Batch entry k -> its index in the pass's sequence order (decode rows first).
     order: Vec<usize>,
     /// In the pass's sequence order.
@@ -328,6 +334,8 @@ impl CudaBackend {
             prev: None,
             gpu_s: 0.0,
             wall_s: 0.0,
+            decode_s: 0.0,
+            extend_s: 0.0,
         };
         let logprob = dev.stream().alloc_zeros(limits.max_logit_rows).map_err(dl)?;
         // SAFETY: plain page-locked host memory (no write-combining: the host reads it); each slot is
@@ -513,8 +521,10 @@ impl Backend for CudaBackend {
             "cudaGraphs": self.graphs.len(),
             "graphSteps": self.graph_steps,
             "eagerSteps": self.eager_steps,
-            "decodeGpuSeconds": self.busy.gpu_s,
-            "decodeWallSeconds": self.busy.wall_s,
+            "decodeGpuSeconds": self.busy.decode_s,
+            "extendGpuSeconds": self.busy.extend_s,
+            "chainGpuSeconds": self.busy.gpu_s,
+            "chainWallSeconds": self.busy.wall_s,
             "gpuBusy": if self.busy.wall_s > 0.0 { self.busy.gpu_s / self.busy.wall_s } else { 0.0 },
         })
     }
@@ -570,10 +580,12 @@ impl Backend for CudaBackend {
             self.busy.end[slot].record(self.dev.stream()).map_err(dl)?;
             FlightKind::Tokens { n }
         } else {
+            self.busy.end[slot].record(self.dev.stream()).map_err(dl)?;
             FlightKind::Rows { tokens, rows_at: lay.rows, rows, drawn, hidden: pass.hidden_rows.len() }
         };
         self.prev_rows = sample_row;
-        self.flights.push_back(Flight { slot, order, entries: pass.entries, kind });
+        let decode = d == pass.ctx.seqs.len();
+        self.flights.push_back(Flight { slot, decode, order, entries: pass.entries, kind });
         Ok(tokens_only)
     }
 
@@ -603,6 +615,9 @@ impl Backend for CudaBackend {
                 (results.into_iter(), hidden.into_iter())
             }
         };
+        let b = &mut self.busy;
+        let gpu = b.start[f.slot].elapsed_ms(&b.end[f.slot]).map_err(dl)? as f64 * 1e-3;
+        *(if f.decode { &mut b.decode_s } else { &mut b.extend_s }) += gpu;
         let mut hidden_rows = hidden_rows;
         let mut out: Vec<Option<EntryOut>> = (0..f.order.len()).map(|_| None).collect();
         for (e, &k) in f.entries.into_iter().zip(&f.order) {

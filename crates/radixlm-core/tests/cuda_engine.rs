@@ -235,6 +235,60 @@ fn mixed_decode_and_prefill_steps() {
     assert_eq!(info["pagesUsed"], 0);
 }
 
+/// The overlap schedule (step N+1 launched before step N's tokens reach the host, its input tokens read
+/// from N's sampler output on the device) computes what collecting every step first does: greedy
+/// outputs of mixed lengths, teacher-forced through an engine without overlap, are its argmax up to
+/// bf16 noise; every request gets its length; pages all return.
+#[test]
+fn overlap_schedule_matches_collecting_every_step() {
+    if !gpu("overlap_schedule_matches_collecting_every_step") {
+        return;
+    }
+    let dir = parity_dirs().into_iter().next().expect("RADIXLM_PARITY_MODELS");
+    let prompts = random_prompts(40, 1000, 13);
+    let base = json!({"modelPath": dir, "device": "cuda", "skipTokenizerInit": true, "contextLength": 4096, "maxTotalTokens": 32768});
+    let overlapped = engine(base.clone());
+    let mut plain_opts = base;
+    plain_opts["disableOverlapSchedule"] = json!(true);
+    let plain = engine(plain_opts);
+    let lens: Vec<usize> = (0..prompts.len()).map(|i| 1 + (i * 7) % 30).collect();
+    let run = |e: &EngineHandle| -> Vec<Vec<u32>> {
+        let mut hs: Vec<_> = prompts
+            .iter()
+            .zip(&lens)
+            .map(|(p, &n)| {
+                let params = json!({"temperature": 0, "maxNewTokens": n, "ignoreEos": true});
+                e.submit(PromptInput::Ids(p.clone()), &params, None, false).unwrap().remove(0)
+            })
+            .collect();
+        hs.iter_mut()
+            .map(|h| loop {
+                match h.next_blocking() {
+                    Some(Event::Done(o)) => break o.output_ids,
+                    Some(Event::Chunk(_)) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+            .collect()
+    };
+    let out = run(&overlapped);
+    let info = overlapped.server_info().unwrap();
+    eprintln!("overlap: {} overlapped of {} steps; {}", info["overlapSteps"], info["steps"], info["backend"]);
+    assert!(info["overlapSteps"].as_u64().unwrap() > 10, "{info}");
+    assert!(info["backend"]["gpuBusy"].as_f64().unwrap() > 0.0, "{info}");
+    for (o, &n) in out.iter().zip(&lens) {
+        assert_eq!(o.len(), n);
+    }
+    let worst = worst_greedy_gap(&plain, &prompts, &out);
+    let same = out.iter().zip(run(&plain)).filter(|(a, b)| **a == *b).count();
+    eprintln!("overlap vs collecting every step: {same}/40 outputs identical; worst gap {worst:.4}");
+    assert!(worst < TOL, "an overlapped token is {worst} below the argmax");
+    assert_eq!(plain.server_info().unwrap()["overlapSteps"], 0);
+    for e in [&overlapped, &plain] {
+        assert_eq!(e.server_info().unwrap()["pagesUsed"], 0);
+    }
+}
+
 #[test]
 fn smollm_gpu_matches_cpu_f32() {
     if !gpu("smollm_gpu_matches_cpu_f32") {
