@@ -225,7 +225,7 @@ const RING: usize = 3;
 struct Busy {
     start: Vec<CudaEvent>,
     end: Vec<CudaEvent>,
-    /// Slot of the previous step in the chain.
+    /// Launch number of the previous step in the chain.
     prev: Option<usize>,
     gpu_s: f64,
     wall_s: f64,
@@ -235,9 +235,39 @@ struct Busy {
     extend_s: f64,
 }
 
+impl Busy {
+    /// Books the GPU time of launch `seq` (complete by now); a step that draws only on the device
+    /// extends the chain when it directly follows the previous one. Timing is best effort: an event
+    /// that cannot be read skips the step (it never fails a request).
+    fn account(&mut self, seq: usize, decode: bool, chained: bool) {
+        let slot = seq % RING;
+        let Ok(ms) = self.start[slot].elapsed_ms(&self.end[slot]) else {
+            self.prev = None;
+            return;
+        };
+        let gpu = ms as f64 * 1e-3;
+        *(if decode { &mut self.decode_s } else { &mut self.extend_s }) += gpu;
+        if !(chained && decode) {
+            self.prev = None;
+            return;
+        }
+        if let Some(p) = self.prev.filter(|&p| p + 1 == seq) {
+            if let Ok(gap) = self.end[p % RING].elapsed_ms(&self.start[slot]) {
+                let gap = gap as f64 * 1e-3;
+                if (0.0..0.1).contains(&gap) {
+                    self.gpu_s += gpu;
+                    self.wall_s += gpu + gap;
+                }
+            }
+        }
+        self.prev = Some(seq);
+    }
+}
+
 /// A launched step, until it is collected.
 struct Flight {
-    slot: usize,
+    /// Launch number (its ring slot is `seq % RING`).
+    seq: usize,
     /// Every sequence had one new token (no prefill).
     decode: bool,
     /// Batch entry k -> its index in the pass's sequence order (decode rows first).
@@ -404,7 +434,8 @@ impl CudaBackend {
     /// step (d = n, one logit row per sequence, nothing else asked) in a graph bucket also draws its
     /// tokens (the graph holds the LM head and the sampler): returns the layout used and whether the
     /// device rows were drawn.
-    fn step(&mut self, pass: &Pass, rows: &[Row], d: usize) -> Result<(IntLayout, bool)> {
+    /// GPU time counts from just before the upload (event `start[slot]`).
+    fn step(&mut self, pass: &Pass, rows: &[Row], d: usize, slot: usize) -> Result<(IntLayout, bool)> {
         let seqs = &pass.ctx.seqs;
         let n = seqs.len();
         let ps = self.kv.page_size;
@@ -424,6 +455,7 @@ impl CudaBackend {
             let splits = attention::decode_splits(d, kvh, stride * ps, self.dev.sm_count());
             let max_new = seqs[d..].iter().map(|s| s.q_len).max().unwrap_or(0);
             let step = StepShape { tokens, seqs: n, decode_seqs: d, splits, max_new, stride, lay };
+            self.busy.start[slot].record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
             self.upload(lay.ids, lay.pages + n * stride)?;
             self.eager_steps += 1;
             self.model.forward(&self.dev, &self.gemm, &mut self.bufs, &mut self.kv, &step).map_err(cuda_err)?;
@@ -437,6 +469,7 @@ impl CudaBackend {
         draws.resize(bs, Draw::PAD);
         put_draws(&mut self.ints, limits.max_logit_rows, &draws);
         // Sampler parameters and inputs in one copy.
+        self.busy.start[slot].record(self.dev.stream()).map_err(|e| cuda_err(e.into()))?;
         self.upload(0, lay.pages + bs * stride)?;
         let key = (bs, stride);
         let (dev, gemm, model, bufs, kv, logprob) = (&self.dev, &self.gemm, &self.model, &mut self.bufs, &mut self.kv, &mut self.logprob);
@@ -556,11 +589,10 @@ impl Backend for CudaBackend {
                 rows.push(if r.device_sampleable() { Row::Device(Draw::of(r)) } else { Row::Host });
             }
         }
-        let slot = self.launches % RING;
-        self.launches += 1;
+        let seq = self.launches;
+        let slot = seq % RING;
         let dl = |e: DriverError| cuda_err(e.into());
-        self.busy.start[slot].record(self.dev.stream()).map_err(dl)?;
-        let (lay, drawn) = self.step(&pass, &rows, d)?;
+        let (lay, drawn) = self.step(&pass, &rows, d, slot)?;
         let tokens = pass.ids.len().max(pass.ctx.seqs.len());
         let tokens_only = pass.hidden_rows.is_empty() && rows.iter().all(|r| matches!(r, Row::Device(_)));
         let kind = if tokens_only {
@@ -585,39 +617,29 @@ impl Backend for CudaBackend {
         };
         self.prev_rows = sample_row;
         let decode = d == pass.ctx.seqs.len();
-        self.flights.push_back(Flight { slot, decode, order, entries: pass.entries, kind });
+        self.launches += 1;
+        self.flights.push_back(Flight { seq, decode, order, entries: pass.entries, kind });
         Ok(tokens_only)
     }
 
     fn collect(&mut self) -> Result<Vec<EntryOut>> {
         let f = self.flights.pop_front().ok_or_else(|| Error::internal("collect without a launched step"))?;
         let dl = |e: DriverError| cuda_err(e.into());
+        let chained = matches!(f.kind, FlightKind::Tokens { .. });
         let (mut results, hidden_rows) = match f.kind {
             FlightKind::Tokens { n } => {
-                self.busy.end[f.slot].synchronize().map_err(dl)?;
-                let tokens: Vec<Sampled> = self.pinned[f.slot].as_slice().map_err(dl)?[..n].iter().map(|&t| Sampled::Token(t as u32)).collect();
-                let b = &mut self.busy;
-                let gpu = b.start[f.slot].elapsed_ms(&b.end[f.slot]).map_err(dl)? as f64 * 1e-3;
-                if let Some(p) = b.prev {
-                    let gap = b.end[p].elapsed_ms(&b.start[f.slot]).map_err(dl)? as f64 * 1e-3;
-                    if gap < 0.1 {
-                        b.gpu_s += gpu;
-                        b.wall_s += gpu + gap;
-                    }
-                }
-                b.prev = Some(f.slot);
+                let slot = f.seq % RING;
+                self.busy.end[slot].synchronize().map_err(dl)?;
+                let tokens: Vec<Sampled> = self.pinned[slot].as_slice().map_err(dl)?[..n].iter().map(|&t| Sampled::Token(t as u32)).collect();
                 (tokens.into_iter(), Vec::new().into_iter())
             }
             FlightKind::Rows { tokens, rows_at, rows, drawn, hidden } => {
-                self.busy.prev = None;
                 let results = self.consume_rows(tokens, rows_at, &rows, drawn)?;
                 let hidden = self.hidden_to_host(tokens, rows_at, rows.len(), hidden)?;
                 (results.into_iter(), hidden.into_iter())
             }
         };
-        let b = &mut self.busy;
-        let gpu = b.start[f.slot].elapsed_ms(&b.end[f.slot]).map_err(dl)? as f64 * 1e-3;
-        *(if f.decode { &mut b.decode_s } else { &mut b.extend_s }) += gpu;
+        self.busy.account(f.seq, f.decode, chained);
         let mut hidden_rows = hidden_rows;
         let mut out: Vec<Option<EntryOut>> = (0..f.order.len()).map(|_| None).collect();
         for (e, &k) in f.entries.into_iter().zip(&f.order) {

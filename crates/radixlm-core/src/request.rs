@@ -170,6 +170,13 @@ impl Request {
         }
     }
 
+    /// How many leading tokens of prompt ++ output are known to the host: all, except from a `FUTURE`
+    /// placeholder on (a token a pass in flight is drawing). Only these may key the prefix cache.
+    pub fn known_len(&self) -> usize {
+        let unknown = self.output.iter().position(|&t| t & crate::runner::FUTURE != 0);
+        self.prompt.len() + unknown.unwrap_or(self.output.len())
+    }
+
     /// Tokens still to be run through the model before the next sample.
     pub fn pending(&self) -> usize {
         self.seq_len() - self.kv_len

@@ -98,9 +98,11 @@ impl Backend for ModelRunner {
 
     fn collect(&mut self) -> Result<Vec<EntryOut>> {
         let mut p = self.queue.pop_front().ok_or_else(|| crate::error::Error::internal("collect without a launched pass"))?;
+        // (A reference into a pass that failed reads 0: the requests it names have been failed.)
         for id in p.ids.iter_mut().filter(|id| **id & FUTURE != 0) {
-            *id = self.prev[(*id & !FUTURE) as usize];
+            *id = self.prev.get((*id & !FUTURE) as usize).copied().unwrap_or(0);
         }
+        self.prev.clear();
         let seqs = p.seqs.iter().map(|(q_len, start, t)| SeqSlice { q_len: *q_len, start: *start, page_table: t }).collect();
         let ctx = ForwardCtx { seqs, page_size: self.kv.page_size, logit_rows: p.logit_rows };
         let (logits, hidden) = self.model.forward_with_hidden(&p.ids, &ctx, &mut self.kv, &p.hidden_rows)?;
@@ -109,7 +111,6 @@ impl Backend for ModelRunner {
         let mut logit_rows = logits.chunks_exact(vocab);
         let mut hidden_rows = hidden.chunks_exact(width);
         let mut out = Vec::with_capacity(p.entries.len());
-        self.prev.clear();
         for (e, draw) in p.entries.into_iter().zip(p.draw) {
             let prompt_rows = e.prompt_targets.map(|t| (t, logit_rows.next().expect("row").to_vec())).collect();
             let sample = e.sample.then(|| {

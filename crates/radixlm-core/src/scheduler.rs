@@ -227,7 +227,8 @@ impl Scheduler {
     /// Gives a request's pages back: to the prefix cache (when `cache` and its KV is valid) and the
     /// free list.
     fn release(&mut self, r: &mut Request, cache: bool) {
-        let tokens = cache.then(|| seq_tokens(&r.prompt, &r.output, r.kv_len));
+        let known = r.kv_len.min(r.known_len());
+        let tokens = cache.then(|| seq_tokens(&r.prompt, &r.output, known));
         self.mem.release(&mut r.pages, tokens.as_deref());
     }
 
@@ -245,7 +246,7 @@ impl Scheduler {
     /// that waiting requests with the same prefix can start from them.
     pub fn cache_prefill_progress(&mut self, i: usize) {
         let r = &mut self.running[i];
-        let tokens = seq_tokens(&r.prompt, &r.output, r.kv_len);
+        let tokens = seq_tokens(&r.prompt, &r.output, r.kv_len.min(r.known_len()));
         self.mem.cache_prefix(&mut r.pages, &tokens);
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct Worker {
     inflight: Option<InFlight>,
     /// `disableOverlapSchedule`: every pass is collected before the next is scheduled.
     no_overlap: bool,
+    /// Requests the scheduler ended (out of pool) while a pass in flight draws their next token.
+    parked: Vec<Request>,
 }
 
 /// A launched pass, as the engine thread remembers it until it is collected.
@@ -80,6 +82,7 @@ impl Worker {
             grammar_mask_ns: 0,
             inflight: None,
             no_overlap,
+            parked: Vec::new(),
         };
         // Counters exist from the start.
         w.deliver();
@@ -197,6 +200,11 @@ impl Worker {
         if let Some(prev) = self.inflight.take() {
             self.collect(prev);
         }
+        // Ended by the pool's size while their last token was being drawn: that token is theirs.
+        for mut r in std::mem::take(&mut self.parked) {
+            r.finish.get_or_insert(FinishReason::Length(r.output.len()));
+            self.finish(r);
+        }
         match next {
             Some((f, true)) => {
                 self.overlap_steps += 1;
@@ -219,8 +227,14 @@ impl Worker {
     /// on gets a `FUTURE` placeholder for its token, so it is in the next pass already.
     fn launch(&mut self) -> Option<(InFlight, bool)> {
         let (batch, rejected, never_fit) = self.sched.schedule();
-        for r in rejected {
-            self.finish(r);
+        for mut r in rejected {
+            if r.known_len() < r.seq_len() {
+                // Its token from the pass in flight comes with the collect below; it ends after that.
+                r.finish = None;
+                self.parked.push(r);
+            } else {
+                self.finish(r);
+            }
         }
         for r in never_fit {
             let e = Error::new(ErrorCode::PromptTooLong, format!("the prompt ({} tokens) does not fit the KV pool", r.prompt.len()));
@@ -276,13 +290,16 @@ impl Worker {
             Err(e) => {
                 let ids: Vec<u64> = f.entries.iter().map(|&(id, _, _)| id).collect();
                 self.fail(&ids, e);
+                // Pages of this pass went to the prefix cache at launch, as if computed; they were not.
+                self.sched.mem.flush();
                 return;
             }
         };
         let tk = self.tokenizer.clone();
         let mut finished = Vec::new();
         for (&(id, hint, placeholder), out) in f.entries.iter().zip(outs) {
-            let Some(r) = self.sched.find_mut(id, hint) else { continue };
+            let parked = self.parked.iter_mut().find(|r| r.id == id);
+            let Some(r) = parked.or(self.sched.find_mut(id, hint)) else { continue };
             r.record_rows(out.prompt_rows, out.hidden);
             let idx = placeholder.unwrap_or(r.output.len());
             let mut row = match out.sample {

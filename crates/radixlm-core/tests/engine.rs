@@ -357,10 +357,15 @@ fn overlap_schedule_changes_no_output() {
             .collect();
         hs.into_iter().map(settle).collect()
     };
-    let base = json!({"maxTotalTokens": 192, "pageSize": 4, "chunkedPrefillSize": 64});
-    let mut off_opts = base.clone();
-    off_opts["disableOverlapSchedule"] = json!(true);
-    let (on, off) = (engine(base), engine(off_opts));
+    // Retractions: from the pool's size when enough requests are in at once (timing), and forced.
+    let start = |overlap: bool| {
+        let opts = json!({"modelPath": fixture(), "randomSeed": 1, "maxTotalTokens": 192, "pageSize": 4,
+            "chunkedPrefillSize": 64, "disableOverlapSchedule": !overlap});
+        let mut opts = EngineOptions::from_json(&opts).unwrap();
+        opts.test_retract_every = Some(7);
+        EngineHandle::start(opts, &mut |_| {}).unwrap()
+    };
+    let (on, off) = (start(true), start(false));
     let (got, want) = (run(&on), run(&off));
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "request {i} differs with the overlap schedule");
@@ -374,4 +379,57 @@ fn overlap_schedule_changes_no_output() {
     assert_eq!(off.server_info().unwrap()["overlapSteps"], 0);
     // The engine keeps serving after all that.
     assert_eq!(run(&on), want);
+}
+
+/// Overlap corner cases found in review: a request retracted and re-admitted while its next token is
+/// still being drawn (prompt lengths around page boundaries), and one ended by the pool's size while its
+/// last token is in flight, give what collecting every pass first gives, with clean page accounting.
+#[test]
+fn overlap_survives_retraction_and_pool_exhaustion_mid_flight() {
+    let start = |overlap: bool, retract: Option<u64>, pool: usize| {
+        let mut opts = EngineOptions::from_json(&json!({
+            "modelPath": fixture(), "randomSeed": 1, "pageSize": 4, "maxTotalTokens": pool,
+            "disableOverlapSchedule": !overlap,
+        }))
+        .unwrap();
+        opts.test_retract_every = retract;
+        EngineHandle::start(opts, &mut |_| {}).unwrap()
+    };
+    let check = |e: &EngineHandle| {
+        let info = e.server_info().unwrap();
+        assert_eq!(info["pagesUsed"], 0, "{info}");
+        assert_eq!(info["integrityFailures"], 0, "{info}");
+        info
+    };
+    for every in [2u64, 3] {
+        for len in [5usize, 6, 7, 11] {
+            let prompt: Vec<u32> = (0..len as u32).map(|i| 100 + 7 * i).collect();
+            let run = |e: &EngineHandle| run_ids(e, &[(prompt.clone(), 20), (prompt[1..].to_vec(), 13)]);
+            let on = start(true, Some(every), 4096);
+            let got = run(&on);
+            let info = check(&on);
+            assert!(info["retractions"].as_u64().unwrap() > 0 && info["overlapSteps"].as_u64().unwrap() > 0, "{info}");
+            let off = start(false, Some(every), 4096);
+            assert_eq!(got, run(&off), "retract every {every}, prompt of {len}");
+            check(&off);
+            // Again, now from the prefix cache the first run filled.
+            assert_eq!(run(&on).iter().map(|o| &o.0).collect::<Vec<_>>(), got.iter().map(|o| &o.0).collect::<Vec<_>>());
+            check(&on);
+        }
+    }
+    // Alone in a 32-token pool, a 10-token prompt grows until the pool is full: the token drawn in the
+    // pass in flight when that happens is still part of the output.
+    let full = |overlap: bool| {
+        let e = start(overlap, None, 32);
+        let mut h = e.submit(PromptInput::Ids((100..110).collect()), &greedy(1000), None, false).unwrap().remove(0);
+        let out = match h.next_blocking() {
+            Some(Event::Done(o)) => o,
+            other => panic!("{other:?}"),
+        };
+        check(&e);
+        (out.output_ids, out.finish)
+    };
+    let (on, off) = (full(true), full(false));
+    assert!(matches!(off.1, FinishReason::Length(n) if n == off.0.len()), "{off:?}");
+    assert_eq!(on, off);
 }
