@@ -252,24 +252,9 @@ fn overlap_schedule_matches_collecting_every_step() {
     plain_opts["disableOverlapSchedule"] = json!(true);
     let plain = engine(plain_opts);
     let lens: Vec<usize> = (0..prompts.len()).map(|i| 1 + (i * 7) % 30).collect();
-    let run = |e: &EngineHandle| -> Vec<Vec<u32>> {
-        let mut hs: Vec<_> = prompts
-            .iter()
-            .zip(&lens)
-            .map(|(p, &n)| {
-                let params = json!({"temperature": 0, "maxNewTokens": n, "ignoreEos": true});
-                e.submit(PromptInput::Ids(p.clone()), &params, None, false).unwrap().remove(0)
-            })
-            .collect();
-        hs.iter_mut()
-            .map(|h| loop {
-                match h.next_blocking() {
-                    Some(Event::Done(o)) => break o.output_ids,
-                    Some(Event::Chunk(_)) => continue,
-                    other => panic!("unexpected {other:?}"),
-                }
-            })
-            .collect()
+    let run = |e: &EngineHandle| {
+        let params = lens.iter().map(|&n| json!({"temperature": 0, "maxNewTokens": n, "ignoreEos": true}));
+        common::outputs_each(e, prompts.iter().cloned().map(PromptInput::Ids).zip(params))
     };
     let out = run(&overlapped);
     let info = overlapped.server_info().unwrap();

@@ -5,7 +5,12 @@ use serde_json::Value;
 
 /// Submits every input at once and collects the output ids in submission order.
 pub fn outputs(e: &EngineHandle, inputs: impl IntoIterator<Item = PromptInput>, params: &Value) -> Vec<Vec<u32>> {
-    let mut handles: Vec<_> = inputs.into_iter().map(|p| e.submit(p, params, None, false).unwrap().remove(0)).collect();
+    outputs_each(e, inputs.into_iter().map(|p| (p, params.clone())))
+}
+
+/// `outputs` with each input's own sampling parameters.
+pub fn outputs_each(e: &EngineHandle, inputs: impl IntoIterator<Item = (PromptInput, Value)>) -> Vec<Vec<u32>> {
+    let mut handles: Vec<_> = inputs.into_iter().map(|(p, params)| e.submit(p, &params, None, false).unwrap().remove(0)).collect();
     handles
         .iter_mut()
         .map(|h| loop {
