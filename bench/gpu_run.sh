@@ -2,7 +2,7 @@
 # The GPU machine's part of bench/RESULTS.md, run from the repo root there with the built files carried
 # (see bench/README.md): correctness first (kernel tests, parity with transformers), then timings with a
 # transformers baseline measured in the same call. Logs and JSON go to $OUT.
-#   bench/gpu_run.sh qwen2.5-0.5b [quick]
+#   bench/gpu_run.sh qwen2.5-0.5b [quick | bench]     quick: tests only; bench: timings only
 set -uo pipefail
 model=${1:-qwen2.5-0.5b}; mode=${2:-full}
 ck=/tmp/ck-$model
@@ -13,12 +13,12 @@ chmod +x .carry1/cuda_engine .carry1/kernels 2>/dev/null
 cp .carry1/cuda.node radixlm.linux-x64-gnu-cuda.node
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 [ -f "$ck/reference.json" ] || python3 scripts/gpu_reference.py --config "bench/models/$model" --out "$ck" > "$OUT/reference.log" 2>&1
-[ "$model" = llama-3.1-8b ] || { echo "== kernels"; RADIXLM_CUDA_TESTS=1 .carry1/kernels --test-threads=1 > "$OUT/kernels.log" 2>&1; echo "rc $?"; grep -E "test result|FAILED|panicked" "$OUT/kernels.log" | head; }
+[ "$mode" = bench ] || [ "$model" = llama-3.1-8b ] || { echo "== kernels"; RADIXLM_CUDA_TESTS=1 .carry1/kernels --test-threads=1 > "$OUT/kernels.log" 2>&1; echo "rc $?"; grep -E "test result|FAILED|panicked" "$OUT/kernels.log" | head; }
 # SmolLM2 vs the CPU f32 path runs when its GGUF was carried to /tmp/smol.gguf beforehand (in parts:
 # it is over the carry limit).
 skip=""; [ -f /tmp/smol.gguf ] || skip="--skip smollm"
 [ "$model" = llama-3.1-8b ] && skip="--skip smollm --skip graphs"
-echo "== engine parity"; RADIXLM_MODEL=/tmp/smol.gguf RADIXLM_CUDA_TESTS=1 RADIXLM_PARITY_MODELS=$ck .carry1/cuda_engine --test-threads=1 $skip --nocapture > "$OUT/engine.log" 2>&1; echo "rc $?"; grep -E "max \|d\||test result|panicked|graphed" "$OUT/engine.log" | head -20
+[ "$mode" = bench ] || { echo "== engine parity"; RADIXLM_MODEL=/tmp/smol.gguf RADIXLM_CUDA_TESTS=1 RADIXLM_PARITY_MODELS=$ck .carry1/cuda_engine --test-threads=1 $skip --nocapture > "$OUT/engine.log" 2>&1; echo "rc $?"; grep -E "max \|d\||test result|panicked|graphed|overlap|FAILED" "$OUT/engine.log" | head -20; }
 [ "$mode" = quick ] && exit 0
 echo "== transformers baseline"; python3 bench/hf_baseline.py --model "$ck" --batch 1,64 --input-len 256 --output-len 128 2>/dev/null | tee "$OUT/hf.jsonl"
 echo "== radixlm batch 1"; node dist/cli.js bench --model "$ck" --device cuda --skip-tokenizer-init --latency --input-len 256 --output-len 128 --runs 3 --output-json "$OUT/latency.json" > "$OUT/latency.log" 2>&1; echo "rc $?"; tail -25 "$OUT/latency.log"
