@@ -177,6 +177,13 @@ __device__ __forceinline__ void attn_prefill(
             cp_async_commit();
             cp_async_wait<1>();
             __syncthreads();
+            // A warp whose 16 rows all lie past the sequence's end only helps load (its output is
+            // never written): a decode row of a mixed step fills `group` rows of the tile, so this
+            // keeps such tiles bound by the K/V reads rather than by four warps of tensor-core work.
+            if (row0 + warp * 16 >= rows) {
+                __syncthreads();
+                continue;
+            }
             const bf16* kt = ks + (j & 1) * PF_BN * HD;
             const bf16* vt = vs + (j & 1) * PF_BN * HD;
 
