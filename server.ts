@@ -110,6 +110,7 @@ const SAMPLING_PROPERTIES = {
   min_tokens: nullable('integer', { minimum: 0 }),
   ignore_eos: nullable('boolean'),
   stop_token_ids: nullable('array', { items: { type: 'integer', minimum: 0 } }),
+  stop_regex: nullable(['string', 'array'], { items: { type: 'string' } }),
   skip_special_tokens: nullable('boolean'),
   regex: nullable('string'),
   ebnf: nullable('string'),
@@ -145,7 +146,7 @@ const CHAT_SCHEMA = {
 // Body keys the engine takes under the same (snake_case) name.
 const PASSED_THROUGH = [
   'temperature', 'top_p', 'top_k', 'min_p', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'n',
-  'seed', 'stop', 'stop_token_ids', 'ignore_eos', 'skip_special_tokens', 'logit_bias', 'regex', 'ebnf',
+  'seed', 'stop', 'stop_token_ids', 'stop_regex', 'ignore_eos', 'skip_special_tokens', 'logit_bias', 'regex', 'ebnf',
 ]
 
 // Engine param names (in its error messages) -> the request field a client sent.

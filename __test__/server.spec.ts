@@ -194,6 +194,21 @@ test('chat: stop strings end the reply before the match', async (t) => {
   t.is(streamed, r.choices[0].message.content!)
 })
 
+test('chat: stop_regex (SGLang\'s extension) ends the reply where the match starts', async (t) => {
+  const free = await client.chat.completions.create({ model: MODEL, messages: question, temperature: 0, max_tokens: 16 })
+  const text = free.choices[0].message.content!
+  const word = text.split(' ').filter((w) => /^[A-Za-z]{3,}$/.test(w))[1]
+  t.truthy(word, `a reply with words to stop at: ${JSON.stringify(text)}`)
+  // The word as a regex: its first letter as a class, the rest literal.
+  const pattern = `[${word[0]}]${word.slice(1)}`
+  const body = { model: MODEL, messages: question, temperature: 0, max_tokens: 16, stop_regex: pattern }
+  const r = await client.chat.completions.create(body as Parameters<typeof client.chat.completions.create>[0] & { stream?: false })
+  t.is(r.choices[0].finish_reason, 'stop')
+  t.is(r.choices[0].message.content, text.slice(0, text.search(new RegExp(pattern))))
+  const bad = await fetch(`${h().url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stop_regex: '(a' }) })
+  t.is(bad.status, 400)
+})
+
 test('chat: logprobs and top_logprobs, streamed and not', async (t) => {
   const r = await client.chat.completions.create({ model: MODEL, messages: question, ...greedy, logprobs: true, top_logprobs: 3 })
   const content = r.choices[0].logprobs!.content!

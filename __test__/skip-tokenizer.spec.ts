@@ -123,17 +123,19 @@ test('stopTokenIds end a bare request on the id (kept in outputIds, as SGLang)',
   t.false(late.outputIds.slice(0, first + 1).includes(stopAt))
 })
 
-test('text prompts, stop strings, minNewTokens without stop ids, tokenize/detokenize: clear errors', async (t) => {
+test('text prompts, stop strings and regexes, minNewTokens without stop ids, tokenize/detokenize: clear errors', async (t) => {
   isCode(t, thrown(() => bare.generateSync('Hello', GREEDY)), 'ERR_INVALID_INPUT', /tokenizer/)
   isCode(t, await rejected(() => bare.generate(['Hello', 'there'], GREEDY)), 'ERR_INVALID_INPUT', /tokenizer/)
   isCode(t, thrown(() => bare.generateStreamSync('Hello', GREEDY).next()), 'ERR_INVALID_INPUT', /tokenizer/)
   isCode(t, await rejected(() => bare.generateStream('Hello', GREEDY).next()), 'ERR_INVALID_INPUT', /tokenizer/)
   isCode(t, thrown(() => bare.generateSync({ inputIds: ids }, { ...GREEDY, stop: ['.'] })), 'ERR_INVALID_SAMPLING_PARAMS', /stop/)
+  isCode(t, thrown(() => bare.generateSync({ inputIds: ids }, { ...GREEDY, stopRegex: '\\.' })), 'ERR_INVALID_SAMPLING_PARAMS', /stopRegex.*tokenizer/)
   isCode(t, thrown(() => bare.generateSync({ inputIds: ids }, { temperature: 0, minNewTokens: 2 })), 'ERR_INVALID_SAMPLING_PARAMS', /minNewTokens/)
   isCode(t, thrown(() => bare.tokenize('Hello')), 'ERR_INVALID_INPUT', /tokenizer/)
   isCode(t, thrown(() => bare.detokenize(ids)), 'ERR_INVALID_INPUT', /tokenizer/)
   // The same requests are fine on the normal engine.
   t.is(normal.generateSync({ inputIds: ids }, { ...GREEDY, stop: ['\u0000never'] }).outputIds.length, 12)
+  t.is(normal.generateSync({ inputIds: ids }, { ...GREEDY, stopRegex: '\\x00never' }).outputIds.length, 12)
   await stillServes(t, bare)
 })
 

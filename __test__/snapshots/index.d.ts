@@ -185,6 +185,13 @@ export interface CamelSamplingParams {
     repetitionPenalty?: number;
     /** Strings that end the output, matched across token boundaries; trimmed from `text` unless `noStopTrim`. */
     stop?: string | string[];
+    /**
+     * Regular expressions (Rust `regex` syntax: no look-around or backreferences) that end the output once the
+     * text matches one; `finishReason` is `{ type: 'stop', matched: <the pattern> }`, and `text` ends where the
+     * leftmost match starts (through its end with `noStopTrim`). Streams hold back text a match could still
+     * start in, so no chunk shows what the end trims.
+     */
+    stopRegex?: string | string[];
     /** Token ids that end the output (kept in `outputIds`). */
     stopTokenIds?: number[];
     /** Keep going past the model's EOS tokens (default false). */
@@ -193,7 +200,7 @@ export interface CamelSamplingParams {
     skipSpecialTokens?: boolean;
     /** Put spaces between special tokens in `text` (default true). */
     spacesBetweenSpecialTokens?: boolean;
-    /** Keep the matched stop string in `text` (default false). */
+    /** Keep the matched stop string (or stop regex match) in `text` (default false). */
     noStopTrim?: boolean;
     /** Samples per prompt, in [1, 1024] (default 1); a single prompt then gives an array, prompt-major. */
     n?: number;
@@ -211,8 +218,8 @@ export interface CamelSamplingParams {
 /** {@link CamelSamplingParams}, whose keys may also be spelled in snake_case (`max_new_tokens`, `top_p`...). */
 export type SamplingParams = WithSnakeCase<CamelSamplingParams>;
 /**
- * Why a request ended: a stop string or token (`matched`: the string, or the token id, EOS included), the
- * `maxNewTokens` budget (`length`), or an abort (its reason in `message`).
+ * Why a request ended: a stop string, regex or token (`matched`: the string, the `stopRegex` pattern, or the
+ * token id, EOS included), the `maxNewTokens` budget (`length`), or an abort (its reason in `message`).
  */
 export type FinishReason = {
     type: 'stop';

@@ -6,9 +6,13 @@
 //! prompt tokens so decoders that depend on the previous token (leading-space rules) see context.
 //!
 //! `StopText` holds the decoded text and releases it to the caller only up to the point where it can
-//! no longer turn out to be the start of a stop string.
+//! no longer turn out to be the start of a stop string, or of a stop regex match (`stop_regex.rs`).
+
+use std::sync::Arc;
 
 use tokenizers::Tokenizer;
+
+use crate::stop_regex::{RegexStop, StopRegexes};
 
 const PROMPT_CONTEXT: usize = 5;
 
@@ -61,25 +65,46 @@ pub struct StopText {
     pub sent: usize,
     stops: Vec<String>,
     longest: usize,
+    regex: Option<RegexStop>,
 }
 
 pub struct StopHit {
-    /// Byte offset in `text` where the stop string starts.
+    /// Byte range in `text` of the matched stop string or regex match.
     pub at: usize,
+    pub end: usize,
+    /// The stop string, or the pattern that matched.
     pub stop: String,
+    pub regex: bool,
 }
 
 impl StopText {
     pub fn new(stops: Vec<String>) -> Self {
         let longest = stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        StopText { text: String::new(), sent: 0, stops, longest }
+        StopText { text: String::new(), sent: 0, stops, longest, regex: None }
     }
 
-    /// Appends decoded text; returns the earliest stop string that now occurs in the unsent region.
+    /// Adds stop regexes (each request walks its own state).
+    pub fn with_regex(mut self, set: Option<Arc<StopRegexes>>) -> Self {
+        self.regex = set.map(RegexStop::new);
+        self
+    }
+
+    /// Appends decoded text; returns the earliest stop string that now occurs in the unsent region, else
+    /// the leftmost stop regex match (SGLang checks stop strings first).
     pub fn push(&mut self, piece: &str) -> Option<StopHit> {
         let old = self.text.len();
         self.text.push_str(piece);
-        if self.stops.is_empty() || piece.is_empty() {
+        if piece.is_empty() {
+            return None;
+        }
+        // Checked even when a stop string hits, so the regex state always covers the whole text.
+        let regex = self.regex.as_mut().and_then(|r| r.check(&self.text));
+        let regex = regex.map(|m| StopHit { at: m.at, end: m.end, stop: m.pattern, regex: true });
+        self.find_stop_string(old).or(regex)
+    }
+
+    fn find_stop_string(&self, old: usize) -> Option<StopHit> {
+        if self.stops.is_empty() {
             return None;
         }
         // A match must end inside the new piece, so it starts at most `longest - 1` bytes before it.
@@ -92,17 +117,18 @@ impl StopText {
             .iter()
             .filter_map(|s| hay.find(s.as_str()).map(|i| (from + i, s)))
             .min_by_key(|(at, s)| (*at, std::cmp::Reverse(s.len())))
-            .map(|(at, s)| StopHit { at, stop: s.clone() })
+            .map(|(at, s)| StopHit { at, end: at + s.len(), stop: s.clone(), regex: false })
     }
 
-    /// Ends the text at a stop hit (keeping the stop string itself when `keep`).
+    /// Ends the text at a stop hit (keeping the matched text itself when `keep`).
     pub fn cut(&mut self, hit: &StopHit, keep: bool) {
-        let end = if keep { hit.at + hit.stop.len() } else { hit.at };
+        let end = if keep { hit.end } else { hit.at };
         self.text.truncate(end);
         self.sent = self.sent.min(end);
     }
 
-    /// Text that can be released now: everything except a tail that is a prefix of some stop string.
+    /// Text that can be released now: everything except a tail that is a prefix of some stop string or
+    /// where a stop regex match may still start (so released text is never trimmed later).
     pub fn take_releasable(&mut self, finished: bool) -> String {
         let mut end = self.text.len();
         if !finished {
@@ -113,6 +139,9 @@ impl StopText {
                 .max()
                 .unwrap_or(0);
             end -= held;
+            if let Some(r) = &self.regex {
+                end = end.min(r.hold());
+            }
         }
         let out = self.text[self.sent..end].to_string();
         self.sent = end;
@@ -181,6 +210,110 @@ mod tests {
         assert_eq!(hit.as_deref(), Some("。"));
         assert_eq!(text, "日本の首都は東京");
         assert_eq!(deltas.concat(), text);
+    }
+}
+
+#[cfg(test)]
+mod regex_tests {
+    use rand::{Rng, SeedableRng};
+    use regex::Regex;
+
+    use super::*;
+
+    const TEXTS: &[&str] = &[
+        "I bought 12 apples and 3 pears; the end.",
+        "Note: the ending is near, then the end! Done.",
+        "日本の首都は東京。ですね。です",
+        "xx-xxy-xxxz, then STOP. and more",
+        "no match in here at all, none",
+    ];
+    const PATTERNS: &[&str] = &[r"\d+ apples", r"\bend\b", "。です", r"[A-Z][a-z]+:", "x{3}", r"(?i)stop\.", r"e.*!"];
+
+    /// The oracle: the first prefix (in pieces) whose text matches, and the leftmost match in it.
+    fn oracle(pieces: &[String], patterns: &[&str]) -> Option<(usize, usize, usize)> {
+        let res: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).unwrap()).collect();
+        let mut text = String::new();
+        for p in pieces {
+            text.push_str(p);
+            if let Some((at, _, end)) = res.iter().enumerate().filter_map(|(i, r)| r.find(&text).map(|m| (m.start(), i, m.end()))).min() {
+                return Some((text.len(), at, end));
+            }
+        }
+        None
+    }
+
+    /// Random splits of every text on char boundaries, every pattern alone and all together, trimmed or
+    /// kept: the stop comes where the oracle says, and the released pieces add up to the final text.
+    #[test]
+    fn streamed_text_is_never_taken_back_and_matches_the_oracle() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let sets: Vec<Vec<&str>> = PATTERNS.iter().map(|p| vec![*p]).chain([PATTERNS.to_vec()]).collect();
+        let mut stops = 0;
+        for text in TEXTS {
+            let chars: Vec<char> = text.chars().collect();
+            for _ in 0..40 {
+                let mut pieces = Vec::new();
+                let mut i = 0;
+                while i < chars.len() {
+                    let n = rng.random_range(0..=4).min(chars.len() - i);
+                    pieces.push(chars[i..i + n].iter().collect::<String>());
+                    i += n;
+                }
+                for set in &sets {
+                    for keep in [false, true] {
+                        let compiled = StopRegexes::new(set.iter().map(|s| s.to_string()).collect()).unwrap();
+                        let mut st = StopText::new(Vec::new()).with_regex(Some(Arc::new(compiled)));
+                        let mut released = String::new();
+                        let mut hit = None;
+                        for p in &pieces {
+                            if let Some(h) = st.push(p) {
+                                assert!(h.at >= st.sent, "{text:?} {set:?}: match at {} before released {}", h.at, st.sent);
+                                st.cut(&h, keep);
+                                hit = Some((st.text.len(), h));
+                                break;
+                            }
+                            released += &st.take_releasable(false);
+                        }
+                        released += &st.take_releasable(true);
+                        assert_eq!(released, st.text, "{text:?} {set:?} {pieces:?}");
+                        let want = oracle(&pieces, set);
+                        match (want, hit) {
+                            (None, None) => assert_eq!(st.text, *text),
+                            (Some((_, at, end)), Some((len, h))) => {
+                                stops += 1;
+                                assert_eq!((h.at, h.end, h.regex), (at, end, true), "{text:?} {set:?} {pieces:?}");
+                                assert_eq!(len, if keep { end } else { at });
+                                assert!(set.contains(&h.stop.as_str()));
+                            }
+                            (w, h) => panic!("{text:?} {set:?} {pieces:?}: oracle {w:?}, got {:?}", h.map(|h| h.1.at)),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(stops > 500, "only {stops} stops");
+    }
+
+    #[test]
+    fn text_that_cannot_start_a_match_streams_at_once() {
+        let set = Arc::new(StopRegexes::new(vec![r"\d+ apples".into()]).unwrap());
+        let mut st = StopText::new(Vec::new()).with_regex(Some(set));
+        let mut step = |piece: &str| {
+            assert!(st.push(piece).is_none());
+            st.take_releasable(false)
+        };
+        assert_eq!(step("I have "), "I have ");
+        assert_eq!(step("12"), "");
+        assert_eq!(step(" ap"), "");
+        assert_eq!(step("ricots"), "12 apricots");
+    }
+
+    #[test]
+    fn stop_strings_are_checked_before_regexes() {
+        let set = Arc::new(StopRegexes::new(vec!["b+".into()]).unwrap());
+        let mut st = StopText::new(vec!["cd".into()]).with_regex(Some(set));
+        let h = st.push("abbcd").unwrap();
+        assert_eq!((h.at, h.stop.as_str(), h.regex), (3, "cd", false));
     }
 }
 

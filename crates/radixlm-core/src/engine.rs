@@ -188,8 +188,9 @@ impl EngineHandle {
         let ret = ReturnOptions::from_json(options, self.shared.vocab_size, self.shared.opts.enable_return_hidden_states)?;
         let tk = self.shared.tokenizer.as_deref();
         let params = SamplingParams::from_json(params, &self.shared.defaults, self.shared.vocab_size)?;
-        if tk.is_none() && (!params.stop.is_empty() || params.min_new_tokens > 0 && !params.ignore_eos && params.stop_token_ids.is_empty()) {
-            return Err(Error::invalid_params("samplingParams.stop / minNewTokens need a tokenizer (skipTokenizerInit is set)"));
+        let needs_text = !params.stop.is_empty() || params.stop_regex.is_some();
+        if tk.is_none() && (needs_text || params.min_new_tokens > 0 && !params.ignore_eos && params.stop_token_ids.is_empty()) {
+            return Err(Error::invalid_params("samplingParams.stop / stopRegex / minNewTokens need a tokenizer (skipTokenizerInit is set)"));
         }
         let prompt = match input {
             PromptInput::Ids(ids) => {
@@ -255,7 +256,7 @@ impl EngineHandle {
             let seed = params.seed.map(|s| s.wrapping_add(sample as u64)).unwrap_or_else(|| mix(self.seed_base, id));
             let mut req = Request::new(id, rid.clone(), prompt.clone(), params.clone(), seed, eos.clone(), self.shared.context_length);
             req.detok = tk.map(|_| Detokenizer::new(&prompt, params.skip_special_tokens));
-            req.text = StopText::new(params.stop.clone());
+            req.text = StopText::new(params.stop.clone()).with_regex(params.stop_regex.clone());
             req.stream = stream;
             req.ret = ret.clone();
             // Each sample walks its own copy of the grammar.

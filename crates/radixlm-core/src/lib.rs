@@ -24,6 +24,7 @@ pub mod request;
 pub mod runner;
 pub mod sampling;
 pub mod scheduler;
+pub mod stop_regex;
 mod worker;
 
 /// Whether this build has the CUDA backend (the `cuda` feature).

@@ -22,6 +22,8 @@ use crate::sampling::{RequestSampler, SamplingParams};
 pub enum FinishReason {
     StopToken(u32),
     StopString(String),
+    /// A `stopRegex` pattern matched (SGLang's FINISHED_MATCHED_REGEX); reported like a stop string.
+    StopRegex(String),
     Length(usize),
     Abort(String),
 }
@@ -232,13 +234,15 @@ impl Request {
         let may_stop = n >= self.params.min_new_tokens;
         let stop_token = may_stop && self.stop_ids.contains(&token);
         if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
-            // A matched stop token stays out of the text unless noStopTrim (SGLang's trim rule).
+            // A matched stop token stays out of the text unless noStopTrim (SGLang's trim rule). A stop
+            // string or regex match is cut from the text, or kept through its end with noStopTrim.
             if !stop_token || self.params.no_stop_trim {
                 let piece = detok.push(tk, token);
                 let hit = self.text.push(&piece);
-                if let (Some(hit), true) = (hit, may_stop) {
+                if let (Some(mut hit), true) = (hit, may_stop) {
                     self.text.cut(&hit, self.params.no_stop_trim);
-                    self.finish = Some(FinishReason::StopString(hit.stop));
+                    let stop = std::mem::take(&mut hit.stop);
+                    self.finish = Some(if hit.regex { FinishReason::StopRegex(stop) } else { FinishReason::StopString(stop) });
                 }
             }
         }
@@ -259,7 +263,7 @@ impl Request {
     /// Text that can go out now; at finish, also whatever the detokenizer still held back.
     pub fn release(&mut self, tk: Option<&Tokenizer>) -> String {
         let finished = self.finish.is_some();
-        if finished && !matches!(self.finish, Some(FinishReason::StopString(_))) {
+        if finished && !matches!(self.finish, Some(FinishReason::StopString(_) | FinishReason::StopRegex(_))) {
             if let (Some(detok), Some(tk)) = (self.detok.as_mut(), tk) {
                 let rest = detok.flush(tk);
                 self.text.push(&rest);

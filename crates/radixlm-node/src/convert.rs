@@ -10,7 +10,7 @@ pub fn to_napi(e: Error) -> napi::Error {
 fn finish_json(f: &FinishReason) -> Value {
     match f {
         FinishReason::StopToken(id) => json!({"type": "stop", "matched": id}),
-        FinishReason::StopString(s) => json!({"type": "stop", "matched": s}),
+        FinishReason::StopString(s) | FinishReason::StopRegex(s) => json!({"type": "stop", "matched": s}),
         FinishReason::Length(n) => json!({"type": "length", "length": n}),
         FinishReason::Abort(m) => json!({"type": "abort", "message": m}),
     }

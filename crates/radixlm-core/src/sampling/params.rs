@@ -3,12 +3,14 @@
 //! request leaves them unset), every value range-checked, unknown keys rejected by name.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::grammar::GrammarSpec;
 use crate::error::{Error, Result};
 use crate::model::tokenizer::GenerationDefaults;
+use crate::stop_regex::StopRegexes;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -23,6 +25,8 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     pub repetition_penalty: f32,
     pub stop: Vec<String>,
+    /// `stopRegex`, compiled (and so checked) when the params are parsed.
+    pub stop_regex: Option<Arc<StopRegexes>>,
     pub stop_token_ids: Vec<u32>,
     pub ignore_eos: bool,
     pub skip_special_tokens: bool,
@@ -48,6 +52,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             repetition_penalty: 1.0,
             stop: Vec::new(),
+            stop_regex: None,
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             skip_special_tokens: true,
@@ -62,7 +67,7 @@ impl Default for SamplingParams {
 }
 
 /// SGLang keys radixlm knows but does not implement yet: rejected with a clear message, not as unknown.
-const NOT_YET: &[&str] = &["structural_tag", "stop_regex", "custom_params"];
+const NOT_YET: &[&str] = &["structural_tag", "custom_params"];
 
 /// camelCase -> snake_case, so both spellings land on one name.
 pub fn snake(key: &str) -> String {
@@ -118,6 +123,16 @@ fn int(key: &str, v: &Value) -> Result<i64> {
 fn uint(key: &str, v: &Value) -> Result<usize> {
     let x = int(key, v)?;
     usize::try_from(x).map_err(|_| err(key, "must be >= 0"))
+}
+
+/// A string or an array of strings (`stop`, `stopRegex`).
+fn strings(key: &str, v: &Value) -> Result<Vec<String>> {
+    let bad = || err(key, "must be a string or an array of strings");
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) => a.iter().map(|s| s.as_str().map(String::from).ok_or_else(bad)).collect(),
+        _ => Err(bad()),
+    }
 }
 
 fn boolean(key: &str, v: &Value) -> Result<bool> {
@@ -189,16 +204,15 @@ impl SamplingParams {
                 "presence_penalty" => p.presence_penalty = in_range(&key, num(&key, val)?, -2.0, true, 2.0, "must be in [-2, 2]")?,
                 "repetition_penalty" => p.repetition_penalty = in_range(&key, num(&key, val)?, 0.0, false, 2.0, "must be in (0, 2]")?,
                 "stop" => {
-                    p.stop = match val {
-                        Value::String(s) => vec![s.clone()],
-                        Value::Array(a) => a
-                            .iter()
-                            .map(|s| s.as_str().map(String::from).ok_or_else(|| err(&key, "must be a string or an array of strings")))
-                            .collect::<Result<_>>()?,
-                        _ => return Err(err(&key, "must be a string or an array of strings")),
-                    };
+                    p.stop = strings(&key, val)?;
                     if p.stop.iter().any(|s| s.is_empty()) {
                         return Err(err(&key, "stop strings must not be empty"));
+                    }
+                }
+                "stop_regex" => {
+                    let patterns = strings(&key, val)?;
+                    if !patterns.is_empty() {
+                        p.stop_regex = Some(Arc::new(StopRegexes::new(patterns).map_err(|why| err(&key, &why))?));
                     }
                 }
                 "stop_token_ids" => {
@@ -313,6 +327,11 @@ mod tests {
             (json!({"regex": "a", "ebnf": "start: \"a\""}), "only one of jsonSchema, regex and ebnf"),
             (json!({"json_schema": "{}", "regex": "a"}), "only one of jsonSchema, regex and ebnf"),
             (json!({"structuralTag": "{}"}), "structuralTag"),
+            (json!({"stopRegex": 3}), "stopRegex"),
+            (json!({"stopRegex": ["a", 1]}), "stopRegex"),
+            (json!({"stopRegex": "(ab"}), "stopRegex"),
+            (json!({"stop_regex": ["ok", "(?<=a)b"]}), "stopRegex"),
+            (json!({"stopRegex": "a?"}), "stopRegex"),
             (json!({"bogus": 1}), "bogus"),
         ];
         for (v, key) in cases {
@@ -332,6 +351,17 @@ mod tests {
         assert_eq!(parse(json!({"ebnf": "start: \"a\""})).unwrap().grammar, Some(GrammarSpec::Ebnf("start: \"a\"".into())));
         // null means unset, so it does not count towards "at most one".
         assert_eq!(parse(json!({"regex": "a", "jsonSchema": null})).unwrap().grammar, Some(GrammarSpec::Regex("a".into())));
+    }
+
+    #[test]
+    fn stop_regex_takes_a_pattern_or_a_list_in_either_spelling() {
+        let pats = |v: Value| parse(v).unwrap().stop_regex.map(|r| r.patterns().to_vec());
+        assert_eq!(pats(json!({"stopRegex": r"\d+"})), Some(vec![r"\d+".to_string()]));
+        assert_eq!(pats(json!({"stop_regex": ["a+b", "c"]})), Some(vec!["a+b".to_string(), "c".to_string()]));
+        assert_eq!(pats(json!({"stopRegex": []})), None);
+        assert_eq!(pats(json!({"stopRegex": null})), None);
+        let e = parse(json!({"stopRegex": "(?=x)y"})).unwrap_err();
+        assert!(e.message.contains("look-around") && e.message.contains("Rust regex syntax"), "{}", e.message);
     }
 
     #[test]
