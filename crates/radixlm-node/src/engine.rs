@@ -1,7 +1,8 @@
 //! The engine object JS holds. Loading blocks in the constructor (like `sgl.Engine`) or runs on a
 //! libuv worker for `createEngine`; everything else forwards to the core handle.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{AsyncTask, Either};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -34,6 +35,9 @@ pub struct LoadProgress {
     pub total: Option<f64>,
 }
 
+/// How long loading waits for JS to have heard every progress event before the promise settles.
+const PROGRESS_DRAIN: Duration = Duration::from_secs(10);
+
 type ProgressFn = ThreadsafeFunction<LoadProgress, (), LoadProgress, Status, false>;
 
 pub struct LoadTask {
@@ -48,12 +52,30 @@ impl Task for LoadTask {
     fn compute(&mut self) -> napi::Result<Self::Output> {
         // Taken so the JS callback is released when loading ends and cannot keep Node alive.
         let tsfn = self.on_progress.take();
-        start(&self.options, &mut |p| {
+        let (delivered, heard) = mpsc::channel::<()>();
+        let mut sent = 0usize;
+        let out = start(&self.options, &mut |p| {
             if let Some(f) = &tsfn {
                 let ev = LoadProgress { stage: p.stage.into(), file: p.file, downloaded: p.downloaded as f64, total: p.total.map(|t| t as f64) };
-                f.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
+                let delivered = delivered.clone();
+                let status = f.call_with_return_value(ev, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                    let _ = delivered.send(());
+                    Ok(())
+                });
+                sent += usize::from(status == Status::Ok);
             }
-        })
+        });
+        // The promise settles through a different libuv handle than the progress calls, so without this
+        // wait the last events could reach JS after `await Engine.create(...)` returns. Bounded: a callback
+        // that never returns must not hang loading.
+        let deadline = Instant::now() + PROGRESS_DRAIN;
+        for _ in 0..sent {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if heard.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        out
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
