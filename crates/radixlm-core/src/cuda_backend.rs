@@ -13,7 +13,7 @@ use half::bf16;
 use radixlm_cuda::graph::Graphs;
 use radixlm_cuda::model::{Buffers, GpuModel, IntLayout, KvPool, Limits, ModelSpec, StepShape, WeightSource, SAMPLER_WORDS};
 use radixlm_cuda::sampling::SampleParams;
-use radixlm_cuda::{attention, AttnShape, Device, Gemm, RopeStyle};
+use radixlm_cuda::{attention, AttnShape, DecodeKernel, Device, Gemm, RopeStyle};
 use radixlm_cuda::cudarc::driver::sys::CUevent_flags;
 use radixlm_cuda::cudarc::driver::{CudaEvent, CudaSlice, DriverError, PinnedHostSlice};
 use serde_json::json;
@@ -303,7 +303,12 @@ impl CudaBackend {
         on_layer: &mut dyn FnMut(usize, usize),
     ) -> Result<Built> {
         let (max_tokens, max_seqs, context_len) = limits;
-        let dev = Device::new(ordinal).map_err(|e| Error::invalid_options(format!("options.device: {e}")))?;
+        let mut dev = Device::new(ordinal).map_err(|e| Error::invalid_options(format!("options.device: {e}")))?;
+        // Developer switch for A/B runs of the tensor-core decode kernel until a GPU run has measured it
+        // (bench/README.md); deliberately not an engine option, so nothing public depends on it yet.
+        if std::env::var("RADIXLM_DECODE_KERNEL").as_deref() == Ok("tensor-cores") {
+            dev.set_decode_kernel(DecodeKernel::TensorCores);
+        }
         let name = dev.describe().map_err(cuda_err)?;
         let spec = ModelSpec {
             vocab: cfg.vocab_size,
@@ -551,6 +556,7 @@ impl Backend for CudaBackend {
     fn info(&self) -> serde_json::Value {
         json!({
             "kvPoolPages": self.kv.num_pages,
+            "decodeKernel": format!("{:?}", self.dev.decode_kernel()),
             "cudaGraphs": self.graphs.len(),
             "graphSteps": self.graph_steps,
             "eagerSteps": self.eager_steps,

@@ -33,6 +33,7 @@
 // grid does not depend on the lengths: a CUDA graph captured once per batch size serves every step.
 // max_splits = 1 is the single-pass kernel: no workspace, no second launch.
 #include "common.cuh"
+#include "mma.cuh"
 
 #define DEC_TPZ 4     // tokens per z-slice per tile
 #define DEC_STAGES 4  // cp.async pipeline depth (tiles in flight)
@@ -209,6 +210,241 @@ __device__ __forceinline__ void attn_decode(bf16* __restrict__ out, float* __res
     }
 }
 
+// ---- Tensor-core variant ----------------------------------------------------------------------------
+// For GQA groups of 2..16 q heads per kv head (Llama-3.1-8B: 4, Qwen2.5-0.5B: 7) the kernel above
+// spends, per (q head, key, 8 dims), 8 FMAs, 8 conversions and a share of log2(HD/8) shuffles, and at
+// large batch it is bound by instruction issue before HBM (FlashInfer moves its decode to tensor cores
+// for groups >= 4 for the same reason). Here the group's q heads are the 16 rows of an m16n8k16 A operand
+// (rows past the group are zero-filled and never stored): S = Q K^T and O += P V cost HD / 4 mma per 16
+// keys per warp. The softmax is attention_prefill.cu's: f32 accumulators in log2 units, P rounded to
+// bf16 for the second mma, row sums l from the unrounded values.
+//
+// Same arguments, grid (kv heads, batch, splits), split rule, workspace layout and reduce kernel as
+// attn_decode. Block: TC_WARPS warps (blockDim.x = 32 * TC_WARPS). Warp w takes the TC_BN-key tiles
+// w, w + TC_WARPS, ... of the block's range [start, end) through its own TC_STAGES-deep cp.async ring
+// (no block barrier inside the loop: a warp waits for its own copies, then __syncwarp()s) and keeps its
+// own online-softmax state; the warps' states are merged through shared memory at the end. Keys past
+// `end` are zero-filled and masked to -inf, so a partial last tile needs no special case; the first key
+// of every tile is valid, so each row's running max is finite after its first tile.
+#define TC_WARPS 4
+#define TC_BN 16
+#define TC_STAGES 3
+
+template <int HD>
+__device__ __forceinline__ void attn_decode_tc(bf16* __restrict__ out, float* __restrict__ part_o,
+                                               float* __restrict__ part_lse, const bf16* __restrict__ q,
+                                               int64_t q_stride, const bf16* __restrict__ k_cache,
+                                               const bf16* __restrict__ v_cache, int num_pages,
+                                               const int32_t* __restrict__ page_table, int max_pages,
+                                               const int32_t* __restrict__ seq_lens, int page_size,
+                                               int num_heads, int num_kv_heads, float scale_log2,
+                                               int max_splits, int min_chunk) {
+    constexpr int CH = HD / 8;                 // 16-byte chunks per row
+    constexpr int KT = HD / 16;                // k-steps of S = Q K^T
+    constexpr int DT = HD / 8;                 // n-tiles of O (8 dims each)
+    constexpr int LOADS = TC_BN * CH / 32;     // chunks of K (and of V) each lane copies per tile
+    constexpr int TILE = 2 * TC_BN * HD;       // one ring stage: K rows then V rows
+    extern __shared__ uint4 smem_u4[];
+    bf16* qs = reinterpret_cast<bf16*>(smem_u4);  // [16][HD], swizzled
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    bf16* ring = qs + 16 * HD + warp * TC_STAGES * TILE;  // this warp's [TC_STAGES][2][TC_BN][HD]
+    const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
+    const int group = num_heads / num_kv_heads;
+    const int len = min(max(seq_lens[b], 0), max_pages * page_size);
+    const int chunk = decode_chunk(len, max_splits, min_chunk);
+    const int start = split * chunk, end = min(len, start + chunk);
+    bf16* out_b = out + (int64_t)b * num_heads * HD + kvh * group * HD;  // q head kvh*group + r: row r
+    if (start >= end) {  // block-uniform, as in attn_decode
+        if (max_splits == 1)
+            for (int i = tid; i < group * HD; i += blockDim.x) out_b[i] = f2bf(0.0f);
+        return;
+    }
+
+    for (int c = tid; c < 16 * CH; c += blockDim.x) {
+        const int r = c / CH, ch = c % CH;
+        const bool ok = r < group;
+        const bf16* src = ok ? q + (int64_t)b * q_stride + (kvh * group + r) * HD + ch * 8 : q;
+        cp_async16(qs + swz<HD>(r, ch), src, ok);
+    }
+    cp_async_commit();
+
+    const int ntiles = (end - start + TC_BN - 1) / TC_BN;
+    const int mine = ntiles > warp ? (ntiles - warp + TC_WARPS - 1) / TC_WARPS : 0;
+    const int32_t* pages = page_table + (int64_t)b * max_pages;
+    auto key0 = [&](int i) { return start + (warp + i * TC_WARPS) * TC_BN; };
+    // Page ids of a tile's rows are dependent global loads: fetched one tile ahead into `pg`.
+    int pg[LOADS];
+    auto fetch_pages = [&](int i) {
+#pragma unroll
+        for (int j = 0; j < LOADS; j++) {
+            const int pos = key0(i) + (lane + j * 32) / CH;
+            if (pos < end) pg[j] = pages[pos / page_size];
+        }
+    };
+    auto load_tile = [&](int i, int stage) {
+        bf16* kd = ring + stage * TILE;
+        bf16* vd = kd + TC_BN * HD;
+#pragma unroll
+        for (int j = 0; j < LOADS; j++) {
+            const int c = lane + j * 32, r = c / CH, ch = c % CH, pos = key0(i) + r;
+            const bool ok = pos < end;
+            int64_t off = 0;
+            if (ok) {
+                const int page = min(max(pg[j], 0), num_pages - 1);
+                off = (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD + ch * 8;
+            }
+            cp_async16(kd + swz<HD>(r, ch), k_cache + off, ok);
+            cp_async16(vd + swz<HD>(r, ch), v_cache + off, ok);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < TC_STAGES - 1; s++) {
+        if (s < mine) {
+            fetch_pages(s);
+            load_tile(s, s);
+        }
+        cp_async_commit();  // empty groups keep the wait count uniform
+    }
+    if (TC_STAGES - 1 < mine) fetch_pages(TC_STAGES - 1);
+    cp_async_wait<TC_STAGES - 1>();  // the Q tile (the oldest group) has landed for this thread ...
+    __syncthreads();                 // ... and for every thread
+
+    unsigned qf[KT][4];
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) ldsm_x4(qf[kk], qs + swz<HD>(lane & 15, kk * 2 + (lane >> 4)));
+
+    const int g = lane >> 2, t4 = lane & 3;  // rows g and g + 8; columns 2 * t4, 2 * t4 + 1
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int i = 0; i < mine; i++) {
+        const int nxt = i + TC_STAGES - 1;
+        if (nxt < mine) {
+            load_tile(nxt, nxt % TC_STAGES);
+            if (nxt + 1 < mine) fetch_pages(nxt + 1);
+        }
+        cp_async_commit();
+        cp_async_wait<TC_STAGES - 1>();  // tile i has landed (for this lane) ...
+        __syncwarp();                    // ... and for the whole warp
+        const bf16* kt = ring + (i % TC_STAGES) * TILE;
+        const bf16* vt = kt + TC_BN * HD;
+
+        float s[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            unsigned bk[4];
+            ldsm_x4(bk, kt + swz<HD>((lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+            mma_bf16(s[0], qf[kk], bk[0], bk[1]);
+            mma_bf16(s[1], qf[kk], bk[2], bk[3]);
+        }
+        const int k0 = key0(i);
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float v = s[nt][e] * scale_log2;
+                if (k0 + nt * 8 + 2 * t4 + (e & 1) >= end) v = -INFINITY;
+                s[nt][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        }
+        float alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            // A quad holds all 16 keys of its rows; key k0 is valid, so the max is finite.
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            alpha[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile (m = -inf)
+            m[h] = mx[h];
+            l[h] *= alpha[h];
+        }
+#pragma unroll
+        for (int d = 0; d < DT; d++) {
+            o[d][0] *= alpha[0];
+            o[d][1] *= alpha[0];
+            o[d][2] *= alpha[1];
+            o[d][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float p = exp2f(s[nt][e] - m[e >> 1]);  // 0 for masked keys (zero-filled V)
+                s[nt][e] = p;
+                l[e >> 1] += p;  // this lane's columns; the quad is summed before the merge
+            }
+        }
+        // The accumulators of S's two n-tiles are exactly the A fragment of P for one 16-key k-step.
+        const unsigned a[4] = {pack_bf16x2(s[0][0], s[0][1]), pack_bf16x2(s[0][2], s[0][3]),
+                               pack_bf16x2(s[1][0], s[1][1]), pack_bf16x2(s[1][2], s[1][3])};
+#pragma unroll
+        for (int d = 0; d < DT; d += 2) {
+            unsigned bv[4];
+            ldsm_x4_trans(bv, vt + swz<HD>((lane & 7) + (((lane >> 3) & 1) << 3), d + (lane >> 4)));
+            mma_bf16(o[d], a, bv[0], bv[1]);
+            mma_bf16(o[d + 1], a, bv[2], bv[3]);
+        }
+        __syncwarp();  // every lane is done with this stage before the warp refills it
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // every warp is done with its ring: shared memory is reused for the merge
+
+    // Merge the warps: [TC_WARPS][16][HD] unnormalised outputs, then [TC_WARPS][16] (m, l) pairs.
+    float* mo = reinterpret_cast<float*>(smem_u4);
+    float* ml = mo + TC_WARPS * 16 * HD;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+        const int r = warp * 16 + g + 8 * h;
+#pragma unroll
+        for (int d = 0; d < DT; d++) {
+            mo[r * HD + d * 8 + 2 * t4] = o[d][2 * h];
+            mo[r * HD + d * 8 + 2 * t4 + 1] = o[d][2 * h + 1];
+        }
+        if (t4 == 0) {
+            ml[2 * r] = m[h];
+            ml[2 * r + 1] = l[h];
+        }
+    }
+    __syncthreads();
+    // Thread tid finalises row tid / 8 (16 rows x 8 threads), HD / 8 dims of it.
+    constexpr int PER = HD / 8;
+    const int r = tid / 8, d0 = (tid % 8) * PER;
+    if (r >= group) return;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < TC_WARPS; w++) mm = fmaxf(mm, ml[2 * (w * 16 + r)]);
+    float lsum = 0.0f, acc[PER];
+#pragma unroll
+    for (int k = 0; k < PER; k++) acc[k] = 0.0f;
+#pragma unroll
+    for (int w = 0; w < TC_WARPS; w++) {
+        const float mw = ml[2 * (w * 16 + r)];
+        if (mw == -INFINITY) continue;  // a warp that had no tile
+        const float wgt = exp2f(mw - mm);
+        lsum += ml[2 * (w * 16 + r) + 1] * wgt;
+        const float* src = mo + (w * 16 + r) * HD + d0;
+#pragma unroll
+        for (int k = 0; k < PER; k++) acc[k] += src[k] * wgt;
+    }
+    const float inv = 1.0f / lsum;  // lsum >= 1: the maximum's own term is exp2(0)
+#pragma unroll
+    for (int k = 0; k < PER; k++) acc[k] *= inv;
+    if (max_splits == 1) {
+#pragma unroll
+        for (int k = 0; k < PER; k += 8) store8(out_b + r * HD + d0 + k, acc + k);
+    } else {
+        const int64_t row = ((int64_t)b * num_heads + kvh * group + r) * max_splits + split;
+#pragma unroll
+        for (int k = 0; k < PER; k++) part_o[row * HD + d0 + k] = acc[k];
+        if (d0 == 0) part_lse[row] = mm + log2f(lsum);
+    }
+}
+
 // Merges the splits of attn_decode: grid (num_heads, batch), HD threads, one output element each.
 template <int HD>
 __device__ __forceinline__ void attn_decode_reduce(bf16* __restrict__ out,
@@ -241,6 +477,15 @@ __device__ __forceinline__ void attn_decode_reduce(bf16* __restrict__ out,
         attn_decode<HD>(out, part_o, part_lse, q, q_stride, k_cache, v_cache, num_pages,           \
                         page_table, max_pages, seq_lens, page_size, num_heads, num_kv_heads,       \
                         scale_log2, max_splits, min_chunk);                                        \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(TC_WARPS * 32) attn_decode_tc_hd##HD##_bf16(      \
+        bf16* out, float* part_o, float* part_lse, const bf16* q, int64_t q_stride,                \
+        const bf16* k_cache, const bf16* v_cache, int num_pages, const int32_t* page_table,        \
+        int max_pages, const int32_t* seq_lens, int page_size, int num_heads, int num_kv_heads,    \
+        float scale_log2, int max_splits, int min_chunk) {                                         \
+        attn_decode_tc<HD>(out, part_o, part_lse, q, q_stride, k_cache, v_cache, num_pages,        \
+                           page_table, max_pages, seq_lens, page_size, num_heads, num_kv_heads,    \
+                           scale_log2, max_splits, min_chunk);                                     \
     }                                                                                              \
     extern "C" __global__ void attn_decode_reduce_hd##HD##_bf16(                                   \
         bf16* out, const float* part_o, const float* part_lse, const int32_t* seq_lens,           \

@@ -28,45 +28,11 @@
 // kv heads), row tiles counted for the longest sequence (max_new_tokens); tiles past a shorter
 // sequence's end exit at once, and the heaviest tiles (the last rows, which see the most keys) run first.
 #include "common.cuh"
+#include "mma.cuh"
 
 #define PF_BM 64
 #define PF_BN 64
 #define PF_THREADS 128
-
-__device__ __forceinline__ void ldsm_x4(unsigned r[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(unsigned r[4], const bf16* p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-
-// c += a (16x16, row-major) * b (16x8, column-major); fragments as in the PTX ISA for m16n8k16.
-__device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<unsigned*>(&v);
-}
-
-// Element offset of 16-byte chunk `ch` of row `r` in a swizzled [rows][HD] tile.
-template <int HD>
-__device__ __forceinline__ int swz(int r, int ch) {
-    return r * HD + ((ch ^ (r & 7)) << 3);
-}
 
 template <int HD>
 __device__ __forceinline__ void attn_prefill(

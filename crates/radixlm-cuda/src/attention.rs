@@ -17,7 +17,7 @@
 //! has a fixed shape per batch size: a CUDA graph captured once per batch bucket stays valid while the
 //! contexts grow.
 
-use crate::device::Kernels;
+use crate::device::{DecodeKernel, Kernels};
 use crate::layout::{AttnShape, PagedKv};
 use crate::ops::to_i32;
 use crate::{Device, Result};
@@ -34,6 +34,21 @@ pub const DECODE_MIN_CHUNK: usize = 128;
 pub const DECODE_MAX_SPLITS: usize = 64;
 /// The decode grid aims at this many blocks per SM (several resident blocks keep enough loads in flight).
 const DECODE_BLOCKS_PER_SM: usize = 4;
+
+/// attention_decode.cu's tensor-core variant: TC_WARPS warps, each with a ring of TC_STAGES tiles of
+/// TC_BN keys (K and V); the GQA group fills at most the 16 rows of an mma tile.
+const DECODE_TC_WARPS: usize = 4;
+const DECODE_TC_BN: usize = 16;
+const DECODE_TC_STAGES: usize = 3;
+const DECODE_TC_MAX_GROUP: usize = 16;
+
+/// Dynamic shared memory of the tensor-core decode kernel: the Q tile and every warp's K/V ring, or
+/// (reused after the loop) the warps' f32 outputs and (m, l) pairs for the merge, whichever is larger.
+pub(crate) fn decode_tc_smem(head_dim: usize) -> usize {
+    let rings = (16 + DECODE_TC_WARPS * DECODE_TC_STAGES * 2 * DECODE_TC_BN) * head_dim * 2;
+    let merge = DECODE_TC_WARPS * 16 * (head_dim + 2) * 4;
+    rings.max(merge)
+}
 
 /// attention_prefill.cu: PF_BM query rows x PF_BN keys per step, PF_THREADS threads.
 const PREFILL_BM: usize = 64;
@@ -281,7 +296,17 @@ impl Device {
             OP,
             "splits = {splits}, want 1 ..= {DECODE_MAX_SPLITS}"
         );
-        let Some((block, smem)) = decode_geometry(shape.head_dim, group) else {
+        let tensor_cores = self.decode_kernel() == DecodeKernel::TensorCores
+            && (2..=DECODE_TC_MAX_GROUP).contains(&group);
+        let geometry = if tensor_cores {
+            Some((
+                ((DECODE_TC_WARPS * 32) as u32, 1, 1),
+                decode_tc_smem(shape.head_dim) as u32,
+            ))
+        } else {
+            decode_geometry(shape.head_dim, group)
+        };
+        let Some((block, smem)) = geometry else {
             return Err(crate::Error::Shape {
                 op: OP,
                 msg: format!("GQA group {group} is too large for one block"),
@@ -323,7 +348,12 @@ impl Device {
         let (nh, nkv) = (shape.num_heads as i32, shape.num_kv_heads as i32);
         let scale_log2 = softmax_scale(shape.head_dim) * std::f32::consts::LOG2_E;
         let (max_splits, min_chunk) = (splits as i32, DECODE_MIN_CHUNK as i32);
-        let mut b = s.launch_builder(&self.k.attn_decode[index]);
+        let kernel = if tensor_cores {
+            &self.k.attn_decode_tc[index]
+        } else {
+            &self.k.attn_decode[index]
+        };
+        let mut b = s.launch_builder(kernel);
         b.arg(&o)
             .arg(&part_o)
             .arg(&part_lse)
@@ -470,6 +500,18 @@ mod tests {
         }
         assert!(decode_geometry(128, 64).is_some());
         assert!(decode_geometry(128, 65).is_none());
+    }
+
+    #[test]
+    fn tensor_core_decode_smem() {
+        // d128: Q tile 4 KiB + 4 warps x 3 stages x (K + V) 16 x 128 bf16 = 100 KiB, so two blocks fit an
+        // H100 SM (227 KiB); the merge buffers (f32) fit in the same space.
+        assert_eq!(decode_tc_smem(128), 100 * 1024);
+        assert_eq!(decode_tc_smem(64), 50 * 1024);
+        for d in HEAD_DIMS {
+            assert!(2 * decode_tc_smem(d) <= 227 * 1024);
+            assert!(decode_tc_smem(d) >= DECODE_TC_WARPS * 16 * (d + 2) * 4);
+        }
     }
 
     #[test]

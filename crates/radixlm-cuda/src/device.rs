@@ -17,6 +17,9 @@ pub(crate) struct Kernels {
     /// Indexed by [`Kernels::head_dim_index`] (head_dim 64, 128).
     pub attn_decode: [CudaFunction; 2],
     pub attn_decode_reduce: [CudaFunction; 2],
+    pub attn_decode_tc: [CudaFunction; 2],
+    /// Whether this GPU gives a block the tensor-core decode kernel's shared memory.
+    pub decode_tc_fits: bool,
     pub attn_prefill: [CudaFunction; 2],
     pub sample: CudaFunction,
 }
@@ -43,6 +46,19 @@ pub struct Device {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) k: Kernels,
     sm_count: usize,
+    decode_kernel: DecodeKernel,
+}
+
+/// Which decode attention kernel [`Device::attention_decode`] and [`Device::attention_decode_split`]
+/// launch (kernels/attention_decode.cu): the same arguments, grid, splits and workspace either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// CUDA cores, any GQA group.
+    #[default]
+    Simt,
+    /// Tensor cores for GQA groups of 2..=16 q heads per kv head (the group fills the rows of an mma
+    /// tile); other groups still take the CUDA-core kernel.
+    TensorCores,
 }
 
 impl Device {
@@ -89,6 +105,16 @@ impl Device {
                 crate::attention::prefill_smem(d) as i32,
             )?;
         }
+        let attn_decode_tc = by_head_dim(&decode, "attn_decode_tc")?;
+        // Past the 48 KiB default: each warp's K/V ring (src/attention.rs). 100 KiB at head_dim 128 is
+        // more than some GPUs give a block (sm_86/89: 99 KiB); there the CUDA-core kernel stays in use.
+        let decode_tc_fits = attn_decode_tc.iter().zip(Kernels::HEAD_DIMS).all(|(f, d)| {
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                crate::attention::decode_tc_smem(d) as i32,
+            )
+            .is_ok()
+        });
         let sample = sampling.load_function("sample_bf16")?;
         // Past the 48 KiB default: the key histogram (src/sampling.rs).
         sample.set_attribute(
@@ -108,6 +134,8 @@ impl Device {
             ],
             attn_decode: by_head_dim(&decode, "attn_decode")?,
             attn_decode_reduce: by_head_dim(&decode, "attn_decode_reduce")?,
+            attn_decode_tc,
+            decode_tc_fits,
             attn_prefill,
             sample,
         };
@@ -118,6 +146,7 @@ impl Device {
             stream,
             k,
             sm_count,
+            decode_kernel: DecodeKernel::default(),
         })
     }
 
@@ -145,6 +174,16 @@ impl Device {
     /// Streaming multiprocessors (132 on an H100 SXM): what launch heuristics size grids against.
     pub fn sm_count(&self) -> usize {
         self.sm_count
+    }
+
+    /// The decode attention kernel this device launches from now on ([`DecodeKernel::Simt`] unless set;
+    /// tensor cores are ignored on a GPU without the shared memory they need).
+    pub fn set_decode_kernel(&mut self, kernel: DecodeKernel) {
+        self.decode_kernel = if self.k.decode_tc_fits { kernel } else { DecodeKernel::Simt };
+    }
+
+    pub fn decode_kernel(&self) -> DecodeKernel {
+        self.decode_kernel
     }
 
     /// Device name and compute capability, e.g. `NVIDIA H100 80GB HBM3 (sm_90)`.

@@ -34,7 +34,7 @@ pub mod rope;
 pub mod sampling;
 
 pub use cudarc;
-pub use device::Device;
+pub use device::{DecodeKernel, Device};
 pub use gemm::Gemm;
 pub use half::bf16;
 pub use layout::{AttnShape, PagedKv};
