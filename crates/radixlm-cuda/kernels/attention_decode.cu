@@ -45,6 +45,16 @@ __device__ __forceinline__ int decode_chunk(int len, int max_splits, int min_chu
     return (c + 15) & ~15;
 }
 
+// Positions [start, end) of sequence b that split `split` attends to (empty past the sequence's end);
+// the same in every decode kernel.
+__device__ __forceinline__ int2 decode_range(const int32_t* seq_lens, int b, int max_len, int split,
+                                             int max_splits, int min_chunk) {
+    const int len = min(max(seq_lens[b], 0), max_len);
+    const int chunk = decode_chunk(len, max_splits, min_chunk);
+    const int start = split * chunk;
+    return make_int2(start, min(len, start + chunk));
+}
+
 template <int HD>
 __device__ __forceinline__ void attn_decode(bf16* __restrict__ out, float* __restrict__ part_o,
                                             float* __restrict__ part_lse, const bf16* __restrict__ q,
@@ -63,9 +73,8 @@ __device__ __forceinline__ void attn_decode(bf16* __restrict__ out, float* __res
     const int tile = bdz * DEC_TPZ;
     const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
     const int head = kvh * group + ty;
-    const int len = min(max(seq_lens[b], 0), max_pages * page_size);
-    const int chunk = decode_chunk(len, max_splits, min_chunk);
-    const int start = split * chunk, end = min(len, start + chunk);
+    const int2 range = decode_range(seq_lens, b, max_pages * page_size, split, max_splits, min_chunk);
+    const int start = range.x, end = range.y;
     bf16* out_row = out + (int64_t)b * num_heads * HD + head * HD + tx * 8;
     if (start >= end) {  // block-uniform: no barrier is skipped by part of the block
         if (max_splits == 1 && tz == 0) {
@@ -102,11 +111,7 @@ __device__ __forceinline__ void attn_decode(bf16* __restrict__ out, float* __res
             if (c >= tile * BDX) break;
             const int r = c / BDX, ch = c % BDX, pos = start + t * tile + r;
             const bool ok = pos < end;
-            int64_t off = 0;
-            if (ok) {
-                const int page = min(max(pg[i], 0), num_pages - 1);
-                off = (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD + ch * 8;
-            }
+            const int64_t off = kv_chunk_offset<HD>(ok, pg[i], num_pages, pos, page_size, num_kv_heads, kvh, ch);
             cp_async16(ks + r * HD + ch * 8, k_cache + off, ok);
             cp_async16(ks + tile * HD + r * HD + ch * 8, v_cache + off, ok);
         }
@@ -250,9 +255,8 @@ __device__ __forceinline__ void attn_decode_tc(bf16* __restrict__ out, float* __
     bf16* ring = qs + 16 * HD + warp * TC_STAGES * TILE;  // this warp's [TC_STAGES][2][TC_BN][HD]
     const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
     const int group = num_heads / num_kv_heads;
-    const int len = min(max(seq_lens[b], 0), max_pages * page_size);
-    const int chunk = decode_chunk(len, max_splits, min_chunk);
-    const int start = split * chunk, end = min(len, start + chunk);
+    const int2 range = decode_range(seq_lens, b, max_pages * page_size, split, max_splits, min_chunk);
+    const int start = range.x, end = range.y;
     bf16* out_b = out + (int64_t)b * num_heads * HD + kvh * group * HD;  // q head kvh*group + r: row r
     if (start >= end) {  // block-uniform, as in attn_decode
         if (max_splits == 1)
@@ -288,11 +292,7 @@ __device__ __forceinline__ void attn_decode_tc(bf16* __restrict__ out, float* __
         for (int j = 0; j < LOADS; j++) {
             const int c = lane + j * 32, r = c / CH, ch = c % CH, pos = key0(i) + r;
             const bool ok = pos < end;
-            int64_t off = 0;
-            if (ok) {
-                const int page = min(max(pg[j], 0), num_pages - 1);
-                off = (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD + ch * 8;
-            }
+            const int64_t off = kv_chunk_offset<HD>(ok, pg[j], num_pages, pos, page_size, num_kv_heads, kvh, ch);
             cp_async16(kd + swz<HD>(r, ch), k_cache + off, ok);
             cp_async16(vd + swz<HD>(r, ch), v_cache + off, ok);
         }
@@ -340,43 +340,16 @@ __device__ __forceinline__ void attn_decode_tc(bf16* __restrict__ out, float* __
             mma_bf16(s[1], qf[kk], bk[2], bk[3]);
         }
         const int k0 = key0(i);
-        float mx[2] = {m[0], m[1]};
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float v = s[nt][e] * scale_log2;
-                if (k0 + nt * 8 + 2 * t4 + (e & 1) >= end) v = -INFINITY;
-                s[nt][e] = v;
-                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                const float v = s[nt][e] * scale_log2;
+                s[nt][e] = k0 + nt * 8 + 2 * t4 + (e & 1) >= end ? -INFINITY : v;
             }
         }
-        float alpha[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            // A quad holds all 16 keys of its rows; key k0 is valid, so the max is finite.
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            alpha[h] = exp2f(m[h] - mx[h]);  // 0 on the first tile (m = -inf)
-            m[h] = mx[h];
-            l[h] *= alpha[h];
-        }
-#pragma unroll
-        for (int d = 0; d < DT; d++) {
-            o[d][0] *= alpha[0];
-            o[d][1] *= alpha[0];
-            o[d][2] *= alpha[1];
-            o[d][3] *= alpha[1];
-        }
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float p = exp2f(s[nt][e] - m[e >> 1]);  // 0 for masked keys (zero-filled V)
-                s[nt][e] = p;
-                l[e >> 1] += p;  // this lane's columns; the quad is summed before the merge
-            }
-        }
+        // Key k0 is valid, so every row has a finite score; masked keys get p = 0 (their V is zero-filled).
+        online_softmax_step(s, o, m, l);
         // The accumulators of S's two n-tiles are exactly the A fragment of P for one 16-key k-step.
         const unsigned a[4] = {pack_bf16x2(s[0][0], s[0][1]), pack_bf16x2(s[0][2], s[0][3]),
                                pack_bf16x2(s[1][0], s[1][1]), pack_bf16x2(s[1][2], s[1][3])};

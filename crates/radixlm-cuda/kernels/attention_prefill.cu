@@ -97,12 +97,8 @@ __device__ __forceinline__ void attn_prefill(
             for (int i = 0; i < KV_ROWS; i++) {
                 const int r = tid / CH + i * ROWS_PER_PASS, pos = j * PF_BN + r;
                 const bool ok = pos < kv_len;
-                int64_t off = 0;
-                if (ok) {
-                    const int page = min(max(pg[i], 0), num_pages - 1);
-                    off = (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD +
-                          ch * 8;
-                }
+                const int64_t off =
+                    kv_chunk_offset<HD>(ok, pg[i], num_pages, pos, page_size, num_kv_heads, kvh, ch);
                 cp_async16(kd + swz<HD>(r, ch), k_cache + off, ok);
                 cp_async16(vd + swz<HD>(r, ch), v_cache + off, ok);
             }
@@ -168,9 +164,9 @@ __device__ __forceinline__ void attn_prefill(
                 }
             }
 
-            // Scale, causal mask (only tiles that reach past kv_all need it), running max per row.
+            // Scale and causal mask (only tiles that reach past kv_all need it); key 0 is in every row's
+            // view, so each row has a finite score.
             const bool masked = (j + 1) * PF_BN > kv_all;
-            float mx[2] = {m[0], m[1]};
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
@@ -178,35 +174,9 @@ __device__ __forceinline__ void attn_prefill(
                     float v = s[nt][e] * scale_log2;
                     if (masked && j * PF_BN + nt * 8 + 2 * t4 + (e & 1) >= lim[e >> 1]) v = -INFINITY;
                     s[nt][e] = v;
-                    mx[e >> 1] = fmaxf(mx[e >> 1], v);
                 }
             }
-            float alpha[2];
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                // The 4 threads of a quad share a row. mx is finite: key 0 is in every row's view.
-                mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-                mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-                alpha[h] = exp2f(m[h] - mx[h]);
-                m[h] = mx[h];
-                l[h] *= alpha[h];
-            }
-#pragma unroll
-            for (int d = 0; d < DT; d++) {
-                o[d][0] *= alpha[0];
-                o[d][1] *= alpha[0];
-                o[d][2] *= alpha[1];
-                o[d][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float p = exp2f(s[nt][e] - m[e >> 1]);
-                    s[nt][e] = p;
-                    l[e >> 1] += p;  // this thread's columns only; the quad is summed at the end
-                }
-            }
+            online_softmax_step(s, o, m, l);
 
             // O += P V: the S accumulators of n-tiles 2kk, 2kk+1 are exactly the A fragment of k-step kk.
 #pragma unroll

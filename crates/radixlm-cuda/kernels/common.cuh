@@ -70,3 +70,15 @@ __device__ __forceinline__ float block_sum(float v) {
     v = lane < nwarps ? partial[lane] : 0.0f;
     return warp_sum(v);  // every warp reduces the partials, so all threads hold the total
 }
+
+// Element offset of 16-byte chunk `ch` of position `pos`'s row for kv head `kvh` in a paged KV cache
+// [num_pages, page_size, num_kv_heads, HD] (src/layout.rs), or 0 when `ok` is false (a position past
+// the sequence: the copy is then zero-filled and reads nothing). `page_id` is the table entry for pos;
+// it is clamped into [0, num_pages) so a bad table gives wrong numbers, never an out-of-bounds read.
+template <int HD>
+__device__ __forceinline__ int64_t kv_chunk_offset(bool ok, int page_id, int num_pages, int pos, int page_size,
+                                                   int num_kv_heads, int kvh, int ch) {
+    if (!ok) return 0;
+    const int page = min(max(page_id, 0), num_pages - 1);
+    return (((int64_t)page * page_size + pos % page_size) * num_kv_heads + kvh) * HD + ch * 8;
+}

@@ -39,3 +39,45 @@ template <int HD>
 __device__ __forceinline__ int swz(int r, int ch) {
     return r * HD + ((ch ^ (r & 7)) << 3);
 }
+
+// One online-softmax step over a tile of scores held as m16n8k16 accumulators. s[NT][4]: this lane's
+// scaled scores (log2 units, masked ones -inf) of rows g (e < 2) and g + 8 (e >= 2). Each row's running
+// max m becomes the max over the quad (its 4 lanes hold all of the row's columns; the caller guarantees
+// a finite score in every row), o and l are rescaled by exp2(m_old - m_new) (0 on the first tile, where
+// m_old = -inf), s becomes exp2(s - m_new), and l gains this lane's share of the row sums (the quad is
+// summed once, at the end).
+template <int NT, int DT>
+__device__ __forceinline__ void online_softmax_step(float (&s)[NT][4], float (&o)[DT][4], float (&m)[2],
+                                                    float (&l)[2]) {
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+    }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        alpha[h] = exp2f(m[h] - mx[h]);
+        m[h] = mx[h];
+        l[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int d = 0; d < DT; d++) {
+        o[d][0] *= alpha[0];
+        o[d][1] *= alpha[0];
+        o[d][2] *= alpha[1];
+        o[d][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float p = exp2f(s[nt][e] - m[e >> 1]);  // 0 for masked scores
+            s[nt][e] = p;
+            l[e >> 1] += p;
+        }
+    }
+}
