@@ -500,6 +500,12 @@ export type Prompt = string | string[] | { inputIds: number[] | number[][] }
 export class RadixLMError extends Error {
   /** A stable `ERR_*` code; see docs/errors.md. */
   readonly code: string
+  /**
+   * Only on `ERR_ABORTED` from `generate` / `chat` (an aborted `signal`): the outputs as they stood, in the
+   * shape the call would have returned. Requests that had finished are complete; the others hold their text
+   * so far and `finishReason: { type: 'abort' }`. So a batch job that hits a deadline keeps what it made.
+   */
+  partial?: GenerateOutput | GenerateOutput[]
   constructor(code: string, message: string) {
     super(message)
     this.name = 'RadixLMError'
@@ -789,7 +795,10 @@ export class Engine {
     }
   }
 
-  /** Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts. */
+  /**
+   * Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts; the error's `partial` holds
+   * the outputs as they stood (finished requests complete, the rest up to the abort).
+   */
   generate(prompts: string | { inputIds: number[] }, samplingParams?: SamplingParams, options?: GenerateOptions): Promise<GenerateOutput>
   generate(prompts: string[] | { inputIds: number[][] }, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Promise<GenerateOutput[]>
   generate(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Promise<GenerateOutput | GenerateOutput[]>
@@ -806,11 +815,13 @@ export class Engine {
             .then((out) => (report?.tick(out), out)),
         ),
       )
-      if (options.signal?.aborted) throw abortedError()
-      return single ? outs[0] : outs
+      const result = single ? outs[0] : outs
+      if (options.signal?.aborted) throw Object.assign(abortedError(), { partial: result })
+      return result
     } catch (e) {
       onAbort()
-      throw options.signal?.aborted ? abortedError() : e
+      const ours = e instanceof RadixLMError && e.code === 'ERR_ABORTED'
+      throw options.signal?.aborted && !ours ? abortedError() : e
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
       report?.end()
@@ -955,6 +966,16 @@ export class Engine {
   /** Drops every cached prefix no running request uses (SGLang's flush_cache). */
   flushCache(): void {
     call(() => this.#engine.flushCache())
+  }
+
+  /**
+   * Ends every request submitted so far, queued or running (SGLang's `abort_request(abort_all=True)`): each
+   * settles with its output so far and `finishReason: { type: 'abort', message: 'aborted by abortAll' }`
+   * (a stream's last chunk carries it), and its KV pages return. Unlike a call's `signal`, the calls do not
+   * reject. Requests submitted afterwards are not affected; the engine keeps serving.
+   */
+  abortAll(): void {
+    call(() => this.#engine.abortAll())
   }
 
   /** Idempotent. In-flight requests reject with ERR_ENGINE_SHUTDOWN; model memory is freed. */

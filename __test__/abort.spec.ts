@@ -1,7 +1,7 @@
 // Cancellation (AbortSignal, leaving a stream loop) and shutdown. Serial: the idle checks read the shared
 // engine's counters, which other requests would disturb.
 import test, { type ExecutionContext } from 'ava'
-import { Engine, RadixLMError, type GenerateOutput } from '../index'
+import { Engine, RadixLMError, type GenerateOutput, type StreamChunk } from '../index'
 import { idle, modelPath, sleep, useEngine, waitFor, withTimeout } from './helpers'
 
 const engine = useEngine(test)
@@ -71,6 +71,73 @@ test.serial('AbortSignal on a batch generate aborts every request', async (t) =>
   ac.abort()
   await rejectsWith(t, p, 'ERR_ABORTED')
   await assertIdle(t, llm)
+})
+
+test.serial('ERR_ABORTED from a batch generate carries the outputs as they stood (err.partial)', async (t) => {
+  const llm = engine()
+  const ac = new AbortController()
+  const prompts = ['Hello', PROMPT, 'Tell me about cats.']
+  const p = llm.generate(prompts, [SHORT, LONG, LONG], { signal: ac.signal })
+  await untilRunning(llm)
+  await waitFor(() => (llm.getServerInfo().running as number) === 2, 5000, 5) // the short one is done
+  ac.abort()
+  let err: unknown
+  try {
+    await p
+  } catch (e) {
+    err = e
+  }
+  isCode(t, err, 'ERR_ABORTED')
+  const partial = (err as RadixLMError).partial as GenerateOutput[]
+  t.true(Array.isArray(partial) && partial.length === 3, `partial: ${JSON.stringify(partial)?.slice(0, 200)}`)
+  t.deepEqual(partial[0].metaInfo.finishReason, { type: 'length', length: 4 })
+  for (const o of partial.slice(1)) {
+    t.is(o.metaInfo.finishReason?.type, 'abort')
+    t.true(o.outputIds.length > 0 && o.outputIds.length < 2000, `${o.outputIds.length} tokens before the abort`)
+    t.is(o.metaInfo.completionTokens, o.outputIds.length)
+    t.is(o.text, llm.detokenize(o.outputIds))
+  }
+  // A single prompt: partial is the one output.
+  const ac2 = new AbortController()
+  const q = llm.generate(PROMPT, LONG, { signal: ac2.signal })
+  await untilRunning(llm)
+  ac2.abort()
+  const e2 = await q.then(
+    () => null,
+    (e) => e,
+  )
+  isCode(t, e2, 'ERR_ABORTED')
+  t.is(((e2 as RadixLMError).partial as GenerateOutput).metaInfo.finishReason?.type, 'abort')
+  await assertIdle(t, llm)
+})
+
+test.serial('abortAll ends every request as an abort with its output so far; calls resolve; the engine keeps serving', async (t) => {
+  const llm = engine()
+  llm.abortAll() // nothing in flight: a no-op
+  const batch = llm.generate([PROMPT, 'Tell me about cats.', 'Count to a thousand.'], LONG)
+  const chunks: StreamChunk[] = []
+  const stream = (async () => {
+    for await (const c of llm.generateStream('Write a poem about the sea.', LONG)) chunks.push(c)
+  })()
+  await untilRunning(llm)
+  await waitFor(() => chunks.length >= 2, 5000, 5)
+  const t0 = Date.now()
+  llm.abortAll()
+  const outs = await withTimeout(batch, 2000)
+  t.not(await withTimeout(stream, 2000), 'timeout')
+  t.not(outs, 'timeout')
+  t.true(Date.now() - t0 < 1000, `settled in ${Date.now() - t0} ms`)
+  for (const o of outs as GenerateOutput[]) {
+    t.deepEqual(o.metaInfo.finishReason, { type: 'abort', message: 'aborted by abortAll' })
+    t.true(o.outputIds.length < 2000)
+    t.is(o.text, llm.detokenize(o.outputIds))
+  }
+  const last = chunks.at(-1)!
+  t.deepEqual(last.metaInfo.finishReason, { type: 'abort', message: 'aborted by abortAll' })
+  t.is(last.text, chunks.map((c) => c.delta).join(''))
+  await assertIdle(t, llm)
+  // Requests submitted after abortAll run normally.
+  await stillServes(t, llm)
 })
 
 test.serial('AbortSignal.timeout works as a deadline', async (t) => {
@@ -240,6 +307,7 @@ test.serial('shutdown(): in-flight requests reject with ERR_ENGINE_SHUTDOWN; ide
   throwsWith(t, () => llm.detokenize([1]), 'ERR_ENGINE_SHUTDOWN')
   throwsWith(t, () => llm.getServerInfo(), 'ERR_ENGINE_SHUTDOWN')
   throwsWith(t, () => llm.flushCache(), 'ERR_ENGINE_SHUTDOWN')
+  throwsWith(t, () => llm.abortAll(), 'ERR_ENGINE_SHUTDOWN')
 })
 
 test.serial('shutdown() while a generateStreamSync loop is paused: the next step throws ERR_ENGINE_SHUTDOWN', async (t) => {

@@ -331,6 +331,12 @@ export type Prompt = string | string[] | {
 export declare class RadixLMError extends Error {
     /** A stable `ERR_*` code; see docs/errors.md. */
     readonly code: string;
+    /**
+     * Only on `ERR_ABORTED` from `generate` / `chat` (an aborted `signal`): the outputs as they stood, in the
+     * shape the call would have returned. Requests that had finished are complete; the others hold their text
+     * so far and `finishReason: { type: 'abort' }`. So a batch job that hits a deadline keeps what it made.
+     */
+    partial?: GenerateOutput | GenerateOutput[];
     constructor(code: string, message: string);
 }
 /** A chat message: `role`, `content` (a string or a list of parts) and whatever else the template reads
@@ -381,7 +387,10 @@ export declare class Engine {
         inputIds: number[][];
     }, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): GenerateOutput[];
     generateSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): GenerateOutput | GenerateOutput[];
-    /** Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts. */
+    /**
+     * Non-streaming, async. Rejects with ERR_ABORTED when `options.signal` aborts; the error's `partial` holds
+     * the outputs as they stood (finished requests complete, the rest up to the abort).
+     */
     generate(prompts: string | {
         inputIds: number[];
     }, samplingParams?: SamplingParams, options?: GenerateOptions): Promise<GenerateOutput>;
@@ -432,6 +441,13 @@ export declare class Engine {
     getServerInfo(): ServerInfo;
     /** Drops every cached prefix no running request uses (SGLang's flush_cache). */
     flushCache(): void;
+    /**
+     * Ends every request submitted so far, queued or running (SGLang's `abort_request(abort_all=True)`): each
+     * settles with its output so far and `finishReason: { type: 'abort', message: 'aborted by abortAll' }`
+     * (a stream's last chunk carries it), and its KV pages return. Unlike a call's `signal`, the calls do not
+     * reject. Requests submitted afterwards are not affected; the engine keeps serving.
+     */
+    abortAll(): void;
     /** Idempotent. In-flight requests reject with ERR_ENGINE_SHUTDOWN; model memory is freed. */
     shutdown(): void;
     /** `await using llm = await Engine.create(...)` shuts the engine down at the end of the scope. */

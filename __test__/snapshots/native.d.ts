@@ -24,6 +24,8 @@ export declare class NativeEngine {
   detokenize(ids: Array<number>, skipSpecialTokens?: boolean | undefined | null): string
   serverInfo(): any
   flushCache(): void
+  /** Ends every request submitted so far as an abort (their outputs so far, finish reason abort). */
+  abortAll(): void
   /** Idempotent; in-flight requests end with ERR_ENGINE_SHUTDOWN. */
   shutdown(): void
 }

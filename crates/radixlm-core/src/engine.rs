@@ -69,6 +69,8 @@ pub enum Event {
 pub(crate) enum Command {
     Add(Box<Request>, UnboundedSender<Event>),
     Abort(u64, String),
+    /// Every request the engine holds (waiting or running) ends as an abort with this message.
+    AbortAll(String),
     /// Acknowledged once the cache is flushed and the counters published.
     Flush(Sender<()>),
     Shutdown,
@@ -277,6 +279,15 @@ impl EngineHandle {
         let gone = || Error::new(ErrorCode::EngineShutdown, "the engine has been shut down");
         self.cmd.send(Command::Flush(tx)).map_err(|_| gone())?;
         rx.recv().map_err(|_| gone())
+    }
+
+    /// Ends every request submitted so far (queued or running) as an abort: each settles with its output
+    /// so far and finish reason `{ type: 'abort', message }`, and its KV pages return. Requests submitted
+    /// after this call are not affected. Returns at once; the engine keeps serving.
+    pub fn abort_all(&self) -> Result<()> {
+        self.ensure_open()?;
+        let gone = || Error::new(ErrorCode::EngineShutdown, "the engine has been shut down");
+        self.cmd.send(Command::AbortAll("aborted by abortAll".into())).map_err(|_| gone())
     }
 
     /// Resolved options, pool and counters, as JSON (camelCase keys).

@@ -148,10 +148,12 @@ impl Worker {
                     self.sched.waiting.push_back(*r);
                 }
             }
-            Command::Abort(id, why) => {
-                if let Some(mut r) = self.sched.take(id, true) {
-                    r.finish = Some(FinishReason::Abort(why));
-                    self.finish(r);
+            Command::Abort(id, why) => self.abort(id, why),
+            Command::AbortAll(why) => {
+                // Every request added before this command (the channel is ordered): the live ones.
+                let ids: Vec<u64> = self.live_rids.values().copied().collect();
+                for id in ids {
+                    self.abort(id, why.clone());
                 }
             }
             Command::Flush(ack) => {
@@ -415,6 +417,13 @@ impl Worker {
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = info;
         for (tx, ev) in self.done.drain(..) {
             let _ = tx.send(ev);
+        }
+    }
+
+    fn abort(&mut self, id: u64, why: String) {
+        if let Some(mut r) = self.sched.take(id, true) {
+            r.finish = Some(FinishReason::Abort(why));
+            self.finish(r);
         }
     }
 

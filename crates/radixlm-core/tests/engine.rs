@@ -89,6 +89,26 @@ fn abort_frees_pages_and_reports_abort() {
 }
 
 #[test]
+fn abort_all_ends_every_request_and_not_later_ones() {
+    let e = engine(json!({"pageSize": 4, "maxRunningRequests": 2}));
+    // Two running, three queued (maxRunningRequests 2), one stream among them.
+    let mut hs: Vec<_> = (0..5).flat_map(|i| e.submit(PromptInput::Text(format!("story {i}")), &greedy(100_000), None, i == 0).unwrap()).collect();
+    assert!(matches!(hs[0].next_blocking(), Some(Event::Chunk(_))));
+    e.abort_all().unwrap();
+    let mut later = e.submit(PromptInput::Text("after".into()), &greedy(3), None, false).unwrap().remove(0);
+    for h in &mut hs {
+        let out = common::final_output(h);
+        assert!(matches!(&out.finish, FinishReason::Abort(m) if m == "aborted by abortAll"), "{:?}", out.finish);
+    }
+    let out = common::final_output(&mut later);
+    assert!(matches!(out.finish, FinishReason::Length(3)), "{:?}", out.finish);
+    let info = e.server_info().unwrap();
+    assert_eq!(info["pagesUsed"], 0, "{info}");
+    e.shutdown();
+    assert_eq!(e.abort_all().unwrap_err().code(), "ERR_ENGINE_SHUTDOWN");
+}
+
+#[test]
 fn shutdown_settles_in_flight_requests() {
     let e = engine(json!({}));
     let mut hs = e.submit(PromptInput::Text("x".into()), &greedy(100_000), None, false).unwrap();

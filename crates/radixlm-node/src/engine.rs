@@ -160,6 +160,12 @@ impl NativeEngine {
         self.inner.flush_cache().map_err(to_napi)
     }
 
+    /// Ends every request submitted so far as an abort (their outputs so far, finish reason abort).
+    #[napi]
+    pub fn abort_all(&self) -> napi::Result<()> {
+        self.inner.abort_all().map_err(to_napi)
+    }
+
     /// Idempotent; in-flight requests end with ERR_ENGINE_SHUTDOWN.
     #[napi]
     pub fn shutdown(&self) {
