@@ -183,8 +183,12 @@ export interface CamelEngineOptions {
   modelPath: string
   /** A Hugging Face tokenizer directory (`tokenizer.json`, `tokenizer_config.json`) to use instead of the model's own. */
   tokenizerPath?: string
-  /** 'auto' keeps GGUF weights quantized; 'float32' dequantizes them. */
-  dtype?: 'auto' | 'float32'
+  /**
+   * The compute type. 'auto' (default): float32 on the CPU (GGUF weights kept quantized), bfloat16 on the GPU.
+   * 'float32' (CPU only) dequantizes GGUF weights; 'bfloat16' (CUDA only) is what the GPU always runs. Asking a
+   * backend for the other type is `ERR_INVALID_OPTIONS`.
+   */
+  dtype?: 'auto' | 'float32' | 'bfloat16'
   /**
    * Where the model runs. 'auto' (default): the GPU when the CUDA build (`radixlm-linux-x64-gnu-cuda`) is installed
    * and sees one, else the CPU, silently. 'cpu'; 'cuda' (GPU 0) or 'cuda:N' (an error, not a fallback, when no

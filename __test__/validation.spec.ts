@@ -214,6 +214,16 @@ test("engine options: device 'cuda' on this CPU build -> ERR_INVALID_OPTIONS", a
   await stillServes(t)
 })
 
+test("engine options: dtype 'bfloat16' on the CPU backend, or an unknown dtype -> ERR_INVALID_OPTIONS naming dtype", async (t) => {
+  expectError(t, () => new Engine({ modelPath: modelPath(), device: 'cpu', dtype: 'bfloat16' }), 'ERR_INVALID_OPTIONS', 'dtype')
+  expectError(t, () => new Engine({ modelPath: modelPath(), dtype: 'float16' }), 'ERR_INVALID_OPTIONS', 'dtype')
+  // 'float32' and 'auto' load on the CPU.
+  const f32 = new Engine({ modelPath: modelPath(), device: 'cpu', dtype: 'float32' })
+  t.is(f32.getServerInfo().dtype, 'float32')
+  f32.shutdown()
+  await stillServes(t)
+})
+
 test('corrupt model files -> ERR_INVALID_MODEL (garbage, truncated GGUF)', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'radixlm-bad-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))

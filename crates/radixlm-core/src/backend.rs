@@ -37,6 +37,7 @@ pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, pr
         "auto" => (crate::CUDA_BUILT && cuda_devices() > 0).then_some(0),
         _ => Some(opts.cuda_ordinal()?),
     };
+    opts.check_dtype(ordinal.is_some())?;
     match ordinal {
         Some(n) => {
             let max_running = opts.max_running_requests.unwrap_or(256);

@@ -99,8 +99,8 @@ impl EngineOptions {
                 "tokenizer_path" => o.tokenizer_path = Some(string(&key, val)?),
                 "dtype" => {
                     o.dtype = string(&key, val)?;
-                    if !["auto", "float32", "f32"].contains(&o.dtype.as_str()) {
-                        return Err(bad(&key, "must be 'auto' or 'float32' on the CPU backend"));
+                    if !["auto", "float32", "f32", "bfloat16", "bf16"].contains(&o.dtype.as_str()) {
+                        return Err(bad(&key, "must be 'auto', 'float32' (the CPU backend) or 'bfloat16' (the CUDA backend)"));
                     }
                 }
                 "device" => {
@@ -172,5 +172,18 @@ impl EngineOptions {
 
     pub fn wants_f32(&self) -> bool {
         self.dtype == "float32" || self.dtype == "f32"
+    }
+
+    /// `dtype` against the backend the device resolved to: the CPU backend computes in float32 (weights as
+    /// stored, or dequantized with 'float32'), the CUDA backend in bfloat16. Asking for the other one is an
+    /// error rather than silently ignored.
+    pub fn check_dtype(&self, cuda: bool) -> Result<()> {
+        let bf16 = self.dtype == "bfloat16" || self.dtype == "bf16";
+        let msg = match (cuda, bf16, self.wants_f32()) {
+            (true, _, true) => "the CUDA backend computes in bfloat16: use 'auto' or 'bfloat16'",
+            (false, true, _) => "the CPU backend computes in float32: use 'auto' or 'float32'",
+            _ => return Ok(()),
+        };
+        Err(Error::invalid_options(format!("options.dtype '{}': {msg}", self.dtype)))
     }
 }
