@@ -616,6 +616,36 @@ function finalOutput(ev: any): GenerateOutput {
   return out
 }
 
+/** Results (or errors) in the order they arrive; `ready()` resolves once one is there or `wake()` is called. */
+class ArrivalQueue<T> {
+  #items: Array<{ value?: T; error?: unknown }> = []
+  #head = 0
+  #waiter: (() => void) | null = null
+  push(item: { value?: T; error?: unknown }) {
+    this.#items.push(item)
+    this.wake()
+  }
+  wake() {
+    const w = this.#waiter
+    this.#waiter = null
+    w?.()
+  }
+  ready(): Promise<void> {
+    if (this.#head < this.#items.length) return Promise.resolve()
+    return new Promise((resolve) => (this.#waiter = resolve))
+  }
+  /** The oldest item's value; throws its error. Call after `ready()` when an item is there. */
+  take(): T {
+    const item = this.#items[this.#head++]
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    if ('error' in item) throw item.error
+    return item.value as T
+  }
+}
+
 /** Tracks one request's stream: cumulative text, chunk shapes. */
 class StreamState {
   text = ''
@@ -854,33 +884,32 @@ export class Engine {
     }
   }
 
-  /** Streaming, async iterator; chunks of a batch interleave, tagged with `index`. */
+  /** Streaming, async iterator; chunks of a batch interleave in arrival order, tagged with `index`. */
   async *generateStream(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options: GenerateOptions = {}): AsyncGenerator<StreamChunk> {
     const { reqs } = this.#submit(prompts, samplingParams, options, true)
+    // Every request keeps one `next()` in flight; each settles into `arrived` in arrival order, so a chunk
+    // costs O(1) however many requests stream (a Promise.race over all of them would cost O(requests)).
+    const arrived = new ArrivalQueue<{ s: StreamState; ev: any }>()
+    const pull = (s: StreamState) =>
+      callAsync(() => s.req.next()).then(
+        (ev) => arrived.push({ value: { s, ev } }),
+        (error) => arrived.push({ error }),
+      )
     const states = reqs.map((r, i) => new StreamState(r, i))
-    const pull = (s: StreamState) => {
-      const p = callAsync(() => s.req.next()).then((ev) => ({ s, ev }))
-      // The next event is fetched ahead while the caller holds the current chunk; if it fails then (e.g.
-      // shutdown), the race below reports it on the next `next()`, so it must not count as unhandled.
-      p.catch(() => {})
-      return p
-    }
-    const pending = new Map(states.map((s) => [s.index, pull(s)]))
-    let rejectAbort: (e: Error) => void = () => {}
-    const aborted = new Promise<never>((_, reject) => (rejectAbort = reject))
-    aborted.catch(() => {})
-    const onAbort = () => rejectAbort(abortedError())
+    states.forEach(pull)
+    let live = states.length
+    const onAbort = () => arrived.wake()
     options.signal?.addEventListener('abort', onAbort, { once: true })
     try {
-      while (pending.size > 0) {
-        // `aborted` goes first: Promise.race takes the first already-settled entry in array order, so a
-        // chunk that arrived before the signal fired must not win over the abort.
-        const { s, ev } = await Promise.race([aborted, ...pending.values()])
+      while (live > 0) {
+        if (options.signal?.aborted) throw abortedError() // fired while the caller held the last chunk
+        await arrived.ready()
+        // The abort goes first: a chunk that arrived before the signal fired must not win over it.
         if (options.signal?.aborted) throw abortedError()
-        pending.delete(s.index)
-        if (ev === null) continue
-        if (ev.kind !== 'done') pending.set(s.index, pull(s))
-        yield s.chunk(ev)
+        const { s, ev } = arrived.take()
+        if (ev === null || ev.kind === 'done') live--
+        else pull(s)
+        if (ev !== null) yield s.chunk(ev)
       }
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
