@@ -20,8 +20,8 @@
 //! case, "strings", /regexes/, `|`, `*`, `+`, `?`, `{m,n}`, `%json {...}`) and, for grammars written for
 //! SGLang/xgrammar or llama.cpp, GBNF (`root ::= ...`), translated to Lark by [`gbnf_to_lark`].
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
@@ -32,7 +32,7 @@ use tokenizers::{DecoderWrapper, Tokenizer};
 use crate::error::{Error, Result};
 
 /// The grammar a request asked for (at most one per request, as SGLang).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GrammarSpec {
     /// A JSON Schema, as JSON text.
     JsonSchema(String),
@@ -77,6 +77,38 @@ pub struct GrammarCompiler {
     /// The EOS a finished grammar reports (the first of the model's EOS ids), and all of them.
     eos: Option<u32>,
     eos_ids: Arc<[u32]>,
+    /// Fresh matchers of recently compiled grammars: a batch of thousands of prompts under one schema
+    /// compiles it once and deep-copies the matcher per request (~1 ms a compile on the caller's thread
+    /// otherwise). Bounded; the oldest entry goes first.
+    cache: Mutex<GrammarCache>,
+}
+
+/// How many compiled grammars [`GrammarCompiler`] keeps.
+const GRAMMAR_CACHE: usize = 64;
+
+#[derive(Default)]
+struct GrammarCache {
+    fresh: HashMap<GrammarSpec, Matcher>,
+    order: VecDeque<GrammarSpec>,
+}
+
+impl GrammarCache {
+    fn get(&self, spec: &GrammarSpec) -> Option<Matcher> {
+        self.fresh.get(spec).map(Matcher::deep_clone)
+    }
+
+    fn put(&mut self, spec: GrammarSpec, fresh: &Matcher) {
+        if self.fresh.contains_key(&spec) {
+            return;
+        }
+        if self.order.len() == GRAMMAR_CACHE {
+            if let Some(old) = self.order.pop_front() {
+                self.fresh.remove(&old);
+            }
+        }
+        self.order.push_back(spec.clone());
+        self.fresh.insert(spec, fresh.deep_clone());
+    }
 }
 
 /// GPT-2's byte-level alphabet, inverted: the char standing for each byte -> the byte.
@@ -155,12 +187,28 @@ impl GrammarCompiler {
         factory.quiet();
         // Errors name the problem, without a dump of the parser state and grammar.
         factory.limits_mut().verbose_errors = false;
-        Ok(GrammarCompiler { factory, eos: eos_ids.first().copied(), eos_ids: eos_ids.into() })
+        Ok(GrammarCompiler { factory, eos: eos_ids.first().copied(), eos_ids: eos_ids.into(), cache: Mutex::default() })
     }
 
     /// Compiles one request's grammar (on the caller's thread: a bad grammar fails the call, not the
     /// engine).
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Grammar> {
+        let Some(eos) = self.eos else {
+            return Err(grammar_err(spec, "structured output needs the model's EOS token id, and this model declares none"));
+        };
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(spec);
+        let matcher = match cached {
+            Some(m) => m,
+            None => {
+                let m = self.compile_fresh(spec)?;
+                self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(spec.clone(), &m);
+                m
+            }
+        };
+        Ok(Grammar { matcher, eos, eos_ids: self.eos_ids.clone(), mask_ns: 0, masks: 0 })
+    }
+
+    fn compile_fresh(&self, spec: &GrammarSpec) -> Result<Matcher> {
         let top = match spec {
             GrammarSpec::JsonSchema(text) => {
                 let mut schema: Value = serde_json::from_str(text).map_err(|e| grammar_err(spec, format!("not valid JSON: {e}")))?;
@@ -188,15 +236,12 @@ impl GrammarCompiler {
                 TopLevelGrammar::from_lark(lark)
             }
         };
-        let Some(eos) = self.eos else {
-            return Err(grammar_err(spec, "structured output needs the model's EOS token id, and this model declares none"));
-        };
         let parser = self.factory.create_parser(top).map_err(|e| grammar_err(spec, e))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(grammar_err(spec, e));
         }
-        Ok(Grammar { matcher, eos, eos_ids: self.eos_ids.clone(), mask_ns: 0, masks: 0 })
+        Ok(matcher)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -320,3 +320,23 @@ fn digit_and_word_classes_are_ascii() {
         }
     }
 }
+
+#[test]
+fn a_cached_grammar_starts_fresh_and_is_independent() {
+    // The second compile of the same spec is a copy of the cached fresh matcher: advancing the first
+    // grammar must not move the second, and both start where a grammar compiled alone starts.
+    let spec = GrammarSpec::Regex("(cat|dog) [0-9]{2}".into());
+    let mut first = compile(spec.clone());
+    let start = allowed(&mut first);
+    let f = smollm();
+    let cat = f.tk.tokenizer.token_to_id("cat").expect("a `cat` token");
+    assert!(start.contains(&cat));
+    first.commit(cat).unwrap();
+    assert!(!allowed(&mut first).contains(&cat), "`catcat` is not in the language");
+    let mut second = compile(spec.clone());
+    assert_eq!(allowed(&mut second), start, "the cached copy starts fresh");
+    second.commit(cat).unwrap();
+    // A spec that differs only in its kind is a different grammar, not a cache hit.
+    let mut other = compile(GrammarSpec::Ebnf("start: \"dog\"".into()));
+    assert!(!allowed(&mut other).contains(&cat));
+}
