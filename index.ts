@@ -253,6 +253,11 @@ export interface ServerInfo {
   contextLength: number
   /** KV pool size in tokens. */
   maxTotalTokens: number
+  /** The longest prompt accepted, in tokens (SGLang's `max_req_input_len`): one less than the smaller of
+   * `contextLength` and `maxTotalTokens`, so at least one token can be generated; longer is ERR_PROMPT_TOO_LONG. */
+  maxReqInputLen: number
+  /** This radixlm's version. */
+  version: string
   /** KV page size in tokens. */
   pageSize: number
   /** Requests decoded together. */

@@ -187,6 +187,14 @@ test('a prompt longer than the context -> ERR_PROMPT_TOO_LONG', async (t) => {
   const err = expectError(t, () => small.generateSync(long, OK_PARAMS), 'ERR_PROMPT_TOO_LONG')
   t.log(err?.message)
   await expectRejection(t, () => small.generate({ inputIds: small.tokenize(long) }, OK_PARAMS), 'ERR_PROMPT_TOO_LONG')
+  // getServerInfo's maxReqInputLen is the exact bound: that many tokens pass, one more fails.
+  const info = small.getServerInfo()
+  t.is(info.maxReqInputLen, 63)
+  const ids = small.tokenize(long)
+  t.is(small.generateSync({ inputIds: ids.slice(0, info.maxReqInputLen) }, { maxNewTokens: 1 }).outputIds.length, 1)
+  expectError(t, () => small.generateSync({ inputIds: ids.slice(0, info.maxReqInputLen + 1) }, OK_PARAMS), 'ERR_PROMPT_TOO_LONG')
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'))
+  t.is(info.version, pkg.version, 'the native version is the package version')
   // The small engine still serves a short prompt, and the default engine is unaffected.
   t.is(small.generateSync(PROMPT, OK_PARAMS).text, okText)
   await stillServes(t)

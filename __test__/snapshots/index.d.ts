@@ -82,6 +82,11 @@ export interface ServerInfo {
     contextLength: number;
     /** KV pool size in tokens. */
     maxTotalTokens: number;
+    /** The longest prompt accepted, in tokens (SGLang's `max_req_input_len`): one less than the smaller of
+     * `contextLength` and `maxTotalTokens`, so at least one token can be generated; longer is ERR_PROMPT_TOO_LONG. */
+    maxReqInputLen: number;
+    /** This radixlm's version. */
+    version: string;
     /** KV page size in tokens. */
     pageSize: number;
     /** Requests decoded together. */
@@ -404,7 +409,7 @@ export declare class Engine {
     generate(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Promise<GenerateOutput | GenerateOutput[]>;
     /** Streaming, blocking iterator. Leaving the loop early aborts the request(s). */
     generateStreamSync(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): Generator<StreamChunk>;
-    /** Streaming, async iterator; chunks of a batch interleave, tagged with `index`. */
+    /** Streaming, async iterator; chunks of a batch interleave in arrival order, tagged with `index`. */
     generateStream(prompts: Prompt, samplingParams?: SamplingParams | SamplingParams[], options?: GenerateOptions): AsyncGenerator<StreamChunk>;
     /**
      * Renders `messages` with the model's chat template (like transformers' `apply_chat_template`, but

@@ -303,6 +303,9 @@ impl EngineHandle {
         info["resolvedModelPath"] = json!(self.shared.resolved_path);
         info["contextLength"] = json!(self.shared.context_length);
         info["maxTotalTokens"] = json!(self.shared.pool_tokens);
+        // The bound `submit` enforces (a prompt of this many tokens still leaves room for one more).
+        info["maxReqInputLen"] = json!(self.shared.context_length.min(self.shared.pool_tokens) - 1);
+        info["version"] = json!(env!("CARGO_PKG_VERSION"));
         info["pageSize"] = json!(o.page_size);
         info["maxRunningRequests"] = json!(self.shared.max_running);
         info["chunkedPrefillSize"] = json!(if self.shared.chunk_budget == usize::MAX { -1i64 } else { self.shared.chunk_budget as i64 });
