@@ -599,6 +599,11 @@ function normalize(prompts: Prompt, params: SamplingParams | SamplingParams[] | 
     throw new RadixLMError('ERR_INVALID_SAMPLING_PARAMS', `got ${params.length} samplingParams for ${inputs.length} prompts`)
   }
   for (const p of Array.isArray(params) ? params : [params]) rejectNonFinite(p, 'samplingParams', 'ERR_INVALID_SAMPLING_PARAMS')
+  if (Array.isArray(params)) {
+    // As SGLang: samples fan out prompt-major, so a batch's `n` is one number (results stay a grid).
+    const ns = new Set(params.map((p) => (p && typeof p === 'object' ? (p.n ?? 1) : 1)))
+    if (ns.size > 1) throw new RadixLMError('ERR_INVALID_SAMPLING_PARAMS', `samplingParams.n must be the same for every prompt of a batch (got ${[...ns].join(', ')})`)
+  }
   const rids = opts.rid === undefined ? undefined : Array.isArray(opts.rid) ? opts.rid : [opts.rid]
   if (rids && rids.length !== inputs.length) {
     throw new RadixLMError('ERR_INVALID_INPUT', `got ${rids.length} rids for ${inputs.length} prompts`)

@@ -157,6 +157,16 @@ test('samplingParams array length mismatch -> ERR_INVALID_SAMPLING_PARAMS', asyn
   await stillServes(t)
 })
 
+test('per-prompt samplingParams with different n -> ERR_INVALID_SAMPLING_PARAMS naming n (as SGLang)', async (t) => {
+  const llm = engine()
+  expectError(t, () => llm.generateSync([PROMPT, PROMPT], [{ ...OK_PARAMS, n: 2 }, OK_PARAMS]), 'ERR_INVALID_SAMPLING_PARAMS', 'n must be the same')
+  await expectRejection(t, () => llm.generate([PROMPT, PROMPT], [{ ...OK_PARAMS, n: 1 }, { ...OK_PARAMS, n: 3 }]), 'ERR_INVALID_SAMPLING_PARAMS')
+  // The same n everywhere (explicit or by default) is a batch of prompts x n.
+  t.is(llm.generateSync([PROMPT, PROMPT], [{ ...OK_PARAMS, n: 2 }, { ...OK_PARAMS, n: 2 }]).length, 4)
+  t.is(llm.generateSync([PROMPT, PROMPT], [{ ...OK_PARAMS, n: 1 }, OK_PARAMS]).length, 2)
+  await stillServes(t)
+})
+
 test('unknown generate option / unsupported option -> ERR_INVALID_INPUT naming it', async (t) => {
   const llm = engine()
   await expectRejection(t, () => llm.generate(PROMPT, OK_PARAMS, { bogus: 1 } as any), 'ERR_INVALID_INPUT', 'bogus')
