@@ -419,7 +419,7 @@ export interface MetaInfo {
   promptTokens: number
   /** Tokens generated so far. */
   completionTokens: number
-  /** Prompt tokens served from the prefix cache (final output or chunk only; 0 before). */
+  /** Prompt tokens served from the prefix cache (on every stream chunk, as SGLang's `cached_tokens`). */
   cachedTokens: number
   /** Times the request was put back in the queue because decode ran out of KV pages (final only). */
   numRetractions?: number
@@ -673,7 +673,7 @@ class StreamState {
       finishReason: null,
       promptTokens: ev.promptTokens,
       completionTokens: ev.completionTokens,
-      cachedTokens: 0,
+      cachedTokens: ev.cachedTokens,
     }
     return { text: this.text, delta: ev.delta, outputIds: ev.ids, index: this.index, metaInfo }
   }

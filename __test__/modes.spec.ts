@@ -294,3 +294,18 @@ test('multi-byte text streams without broken characters: deltas join to the fina
     t.false(whole.text.slice(0, -1).includes('\uFFFD'), JSON.stringify(whole.text))
   }
 })
+
+test.serial('stream chunks report cachedTokens from the first chunk, equal to the final count', async (t) => {
+  const llm = engine()
+  // A prompt long enough to span whole pages, run once to fill the prefix cache, then streamed.
+  const prompt = 'In a quiet village by the sea, an old fisherman mended his nets every morning. '.repeat(4)
+  await llm.generate(prompt, { temperature: 0, maxNewTokens: 1 })
+  const chunks: StreamChunk[] = []
+  for await (const c of llm.generateStream(prompt, { temperature: 0, maxNewTokens: 6, ignoreEos: true })) chunks.push(c)
+  const final = chunks.at(-1)!.metaInfo.cachedTokens
+  t.true(final > 0, 'the second run hits the cache')
+  t.deepEqual(
+    chunks.map((c) => c.metaInfo.cachedTokens),
+    chunks.map(() => final),
+  )
+})

@@ -250,7 +250,7 @@ export interface MetaInfo {
     promptTokens: number;
     /** Tokens generated so far. */
     completionTokens: number;
-    /** Prompt tokens served from the prefix cache (final output or chunk only; 0 before). */
+    /** Prompt tokens served from the prefix cache (on every stream chunk, as SGLang's `cached_tokens`). */
     cachedTokens: number;
     /** Times the request was put back in the queue because decode ran out of KV pages (final only). */
     numRetractions?: number;

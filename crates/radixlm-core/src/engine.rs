@@ -36,6 +36,8 @@ pub struct Chunk {
     pub ids: Vec<u32>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache (known once the request was admitted).
+    pub cached_tokens: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -368,7 +368,7 @@ impl Worker {
             finished.push(r.id);
         } else if r.stream {
             let delta = r.release(tk.map(|t| &t.tokenizer));
-            let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: idx + 1 };
+            let chunk = Chunk { delta, ids: vec![token], prompt_tokens: r.prompt.len(), completion_tokens: idx + 1, cached_tokens: r.cached_tokens };
             if let Some((tx, _)) = outputs.get(&r.id) {
                 let _ = tx.send(Event::Chunk(chunk));
             }

@@ -54,6 +54,7 @@ pub fn event_json(ev: Option<Event>) -> napi::Result<Option<Value>> {
             "ids": c.ids,
             "promptTokens": c.prompt_tokens,
             "completionTokens": c.completion_tokens,
+            "cachedTokens": c.cached_tokens,
         }))),
         Some(Event::Done(o)) => Ok(Some(output_json(&o))),
         Some(Event::Error(e)) => Err(to_napi(e)),
