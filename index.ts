@@ -380,7 +380,10 @@ export interface CamelSamplingParams {
   ignoreEos?: boolean
   /** Leave special tokens out of `text` (default true). */
   skipSpecialTokens?: boolean
-  /** Put spaces between special tokens in `text` (default true). */
+  /**
+   * Accepted for SGLang compatibility (default true) and without effect: radixlm decodes like Hugging Face's
+   * fast tokenizers, which ignore it too (only the slow Python tokenizers insert those spaces).
+   */
   spacesBetweenSpecialTokens?: boolean
   /** Keep the matched stop string (or stop regex match) in `text` (default false). */
   noStopTrim?: boolean
