@@ -178,6 +178,16 @@ test.serial('AbortSignal on generateStream: the loop throws ERR_ABORTED', async 
   await assertIdle(t, llm)
 })
 
+test.serial('AbortSignal on generateStream frees the requests at once, while the caller still holds a chunk', async (t) => {
+  const llm = engine()
+  const ac = new AbortController()
+  const it = llm.generateStream([PROMPT, 'Tell me about cats.'], LONG, { signal: ac.signal })
+  t.false((await it.next()).done)
+  ac.abort() // the loop is paused: nothing calls next() until the engine has drained
+  await assertIdle(t, llm)
+  await rejectsWith(t, it.next(), 'ERR_ABORTED')
+})
+
 test.serial('AbortSignal on generateStreamSync (aborted from inside the loop): the loop throws ERR_ABORTED', async (t) => {
   const llm = engine()
   const ac = new AbortController()

@@ -104,3 +104,17 @@ test('shutdown with requests in flight: they reject, and the process exits by it
   assertExited(t, r)
   t.regex(r.stdout, /CODES:ERR_ENGINE_SHUTDOWN,ERR_ENGINE_SHUTDOWN/)
 })
+
+test('an exception thrown by onProgress reaches the process (uncaughtException), as any callback error', async (t) => {
+  const r = await runScript(`${PRELUDE}
+let caught = 0;
+process.on('uncaughtException', (e) => { caught++; if (caught === 1) console.log('CAUGHT:' + e.message); });
+Engine.create({ modelPath, onProgress: () => { throw new Error('boom from onProgress'); } }).then((llm) => {
+  console.log('TEXT:' + JSON.stringify(llm.generateSync('Hello', sp).text));
+  llm.shutdown();
+  console.log(caught > 0 ? 'DONE' : 'NOT CAUGHT');
+});
+`)
+  t.regex(r.stdout, /CAUGHT:boom from onProgress/)
+  assertExited(t, r)
+})

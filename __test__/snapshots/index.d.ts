@@ -344,8 +344,9 @@ export declare class RadixLMError extends Error {
     /** A stable `ERR_*` code; see docs/errors.md. */
     readonly code: string;
     /**
-     * Only on `ERR_ABORTED` from `generate` / `chat` (an aborted `signal`): the outputs as they stood, in the
-     * shape the call would have returned. Requests that had finished are complete; the others hold their text
+     * Only on `ERR_ABORTED` from `generate` / `chat` whose `signal` fired after the call was made (a signal
+     * already aborted rejects before anything runs): the outputs as they stood, in the shape the call would have
+     * returned. Requests that had finished are complete; the others hold their text
      * so far and `finishReason: { type: 'abort' }`. So a batch job that hits a deadline keeps what it made.
      */
     partial?: GenerateOutput | GenerateOutput[];
@@ -457,7 +458,8 @@ export declare class Engine {
      * Ends every request submitted so far, queued or running (SGLang's `abort_request(abort_all=True)`): each
      * settles with its output so far and `finishReason: { type: 'abort', message: 'aborted by abortAll' }`
      * (a stream's last chunk carries it), and its KV pages return. Unlike a call's `signal`, the calls do not
-     * reject. Requests submitted afterwards are not affected; the engine keeps serving.
+     * reject. Requests submitted afterwards are not affected; the engine keeps serving. A stream submits its
+     * requests when it is first iterated, so one not yet iterated is not affected either.
      */
     abortAll(): void;
     /** Idempotent. In-flight requests reject with ERR_ENGINE_SHUTDOWN; model memory is freed. */

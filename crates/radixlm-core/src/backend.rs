@@ -32,12 +32,7 @@ pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, pr
         let downloaded = (total as u128 * done as u128 / layers.max(1) as u128) as u64;
         progress(Progress { stage: "load", file: file.clone(), downloaded, total: Some(total) });
     };
-    let ordinal = match opts.device.as_str() {
-        "cpu" => None,
-        "auto" => (crate::CUDA_BUILT && cuda_devices() > 0).then_some(0),
-        _ => Some(opts.cuda_ordinal()?),
-    };
-    opts.check_dtype(ordinal.is_some())?;
+    let ordinal = cuda_ordinal(opts)?;
     match ordinal {
         Some(n) => {
             let max_running = opts.max_running_requests.unwrap_or(256);
@@ -61,6 +56,15 @@ pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, pr
             })
         }
     }
+}
+
+/// The GPU the options resolve to: None for the CPU (`device: 'cpu'`, or 'auto' without a usable GPU).
+pub fn cuda_ordinal(opts: &EngineOptions) -> Result<Option<usize>> {
+    Ok(match opts.device.as_str() {
+        "cpu" => None,
+        "auto" => (crate::CUDA_BUILT && cuda_devices() > 0).then_some(0),
+        _ => Some(opts.cuda_ordinal()?),
+    })
 }
 
 /// GPUs usable by this build (0 without the `cuda` feature or without a driver).

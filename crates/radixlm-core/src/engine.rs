@@ -112,6 +112,8 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Loads the model (blocking) and starts the engine thread.
     pub fn start(opts: EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
+        // Before any download: a dtype the chosen backend does not compute in fails at once.
+        opts.check_dtype(crate::backend::cuda_ordinal(&opts)?.is_some())?;
         let mut files = open(&opts, progress)?;
         let cfg = files.cfg.clone();
         let context_length = opts.context_length.unwrap_or(cfg.max_position_embeddings);

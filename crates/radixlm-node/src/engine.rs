@@ -58,9 +58,10 @@ impl Task for LoadTask {
             if let Some(f) = &tsfn {
                 let ev = LoadProgress { stage: p.stage.into(), file: p.file, downloaded: p.downloaded as f64, total: p.total.map(|t| t as f64) };
                 let delivered = delivered.clone();
-                let status = f.call_with_return_value(ev, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                // The callback's result passes on: an exception thrown by onProgress still reaches JS.
+                let status = f.call_with_return_value(ev, ThreadsafeFunctionCallMode::NonBlocking, move |r, _| {
                     let _ = delivered.send(());
-                    Ok(())
+                    r
                 });
                 sent += usize::from(status == Status::Ok);
             }
