@@ -25,14 +25,14 @@ const CUDA_MAX_CHUNK: usize = 16384;
 
 /// Builds the backend, reporting `stage: "load"` progress layer by layer (in bytes of the weight files,
 /// so a bar can share its unit with downloads).
-pub fn create(opts: &EngineOptions, files: ModelFiles, context_length: usize, progress: &mut dyn FnMut(Progress)) -> Result<Chosen> {
+/// `ordinal`: [`cuda_ordinal`] of `opts` (the GPU to load onto), or None for the CPU.
+pub fn create(opts: &EngineOptions, ordinal: Option<usize>, files: ModelFiles, context_length: usize, progress: &mut dyn FnMut(Progress)) -> Result<Chosen> {
     let total = weight_bytes(Path::new(&files.resolved_path));
     let file = files.resolved_path.clone();
     let mut on_layer = |done: usize, layers: usize| {
         let downloaded = (total as u128 * done as u128 / layers.max(1) as u128) as u64;
         progress(Progress { stage: "load", file: file.clone(), downloaded, total: Some(total) });
     };
-    let ordinal = cuda_ordinal(opts)?;
     match ordinal {
         Some(n) => {
             let max_running = opts.max_running_requests.unwrap_or(256);

@@ -109,18 +109,23 @@ pub struct EngineHandle {
     seed_base: u64,
 }
 
+fn shut_down() -> Error {
+    Error::new(ErrorCode::EngineShutdown, "the engine has been shut down")
+}
+
 impl EngineHandle {
     /// Loads the model (blocking) and starts the engine thread.
     pub fn start(opts: EngineOptions, progress: &mut dyn FnMut(Progress)) -> Result<Self> {
         // Before any download: a dtype the chosen backend does not compute in fails at once.
-        opts.check_dtype(crate::backend::cuda_ordinal(&opts)?.is_some())?;
+        let ordinal = backend::cuda_ordinal(&opts)?;
+        opts.check_dtype(ordinal.is_some())?;
         let mut files = open(&opts, progress)?;
         let cfg = files.cfg.clone();
         let context_length = opts.context_length.unwrap_or(cfg.max_position_embeddings);
         let page_size = opts.page_size;
         let (tokenizer, eos_ids, defaults, resolved_path) =
             (files.tokenizer.take(), std::mem::take(&mut files.eos_ids), files.defaults.clone(), files.resolved_path.clone());
-        let chosen = backend::create(&opts, files, context_length, progress)?;
+        let chosen = backend::create(&opts, ordinal, files, context_length, progress)?;
         let num_pages = chosen.num_pages;
         let runner = chosen.backend;
         let sched = Scheduler::new(
@@ -163,7 +168,7 @@ impl EngineHandle {
 impl EngineHandle {
     fn ensure_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"));
+            return Err(shut_down());
         }
         Ok(())
     }
@@ -270,7 +275,7 @@ impl EngineHandle {
             let (tx, rx) = unbounded_channel();
             self.cmd
                 .send(Command::Add(Box::new(req), tx))
-                .map_err(|_| Error::new(ErrorCode::EngineShutdown, "the engine has been shut down"))?;
+                .map_err(|_| shut_down())?;
             handles.push(RequestHandle { id, rid, rx, cmd: self.cmd.clone(), done: false });
         }
         Ok(handles)
@@ -280,9 +285,8 @@ impl EngineHandle {
     pub fn flush_cache(&self) -> Result<()> {
         self.ensure_open()?;
         let (tx, rx) = channel();
-        let gone = || Error::new(ErrorCode::EngineShutdown, "the engine has been shut down");
-        self.cmd.send(Command::Flush(tx)).map_err(|_| gone())?;
-        rx.recv().map_err(|_| gone())
+        self.cmd.send(Command::Flush(tx)).map_err(|_| shut_down())?;
+        rx.recv().map_err(|_| shut_down())
     }
 
     /// Ends every request submitted so far (queued or running) as an abort: each settles with its output
@@ -290,8 +294,7 @@ impl EngineHandle {
     /// after this call are not affected. Returns at once; the engine keeps serving.
     pub fn abort_all(&self) -> Result<()> {
         self.ensure_open()?;
-        let gone = || Error::new(ErrorCode::EngineShutdown, "the engine has been shut down");
-        self.cmd.send(Command::AbortAll("aborted by abortAll".into())).map_err(|_| gone())
+        self.cmd.send(Command::AbortAll("aborted by abortAll".into())).map_err(|_| shut_down())
     }
 
     /// Resolved options, pool and counters, as JSON (camelCase keys).
@@ -366,7 +369,7 @@ impl RequestHandle {
             None => {
                 // The engine dropped the sender without a final event: it is gone.
                 self.done = true;
-                Some(Event::Error(Error::new(ErrorCode::EngineShutdown, "the engine has been shut down")))
+                Some(Event::Error(shut_down()))
             }
         }
     }

@@ -94,16 +94,18 @@ fn max_diff(what: &str, got: &[Vec<(u32, f64)>], want: &[Vec<(u32, f64)>], k: us
     (worst, at)
 }
 
+/// reference.json's `key` list for prompt `i`: per position, (id, logprob) pairs; None when absent.
+fn reference_rows(reference: &Value, key: &str, i: usize) -> Option<Vec<Vec<(u32, f64)>>> {
+    let v = reference.get(key)?.get(i)?.as_array()?;
+    Some(v.iter().map(|pos| pos.as_array().unwrap().iter().map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap())).collect()).collect())
+}
+
 /// transformers' own bf16 run against its f32 run on prompt `i`: the worst |difference| over the f32
 /// top-5 (the bf16 run's logprobs of those ids when the reference has them, else where its own top-5
 /// holds them).
 fn hf_bf16_gap(reference: &Value, i: usize) -> f64 {
-    let rows = |key: &str| -> Option<Vec<Vec<(u32, f64)>>> {
-        let v = reference.get(key)?.get(i)?.as_array()?;
-        Some(v.iter().map(|pos| pos.as_array().unwrap().iter().map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap())).collect()).collect())
-    };
-    let want = rows("top").expect("reference top");
-    let hf = rows("bf16_at_top").or_else(|| rows("top_bf16")).expect("reference top_bf16");
+    let want = reference_rows(reference, "top", i).expect("reference top");
+    let hf = reference_rows(reference, "bf16_at_top", i).or_else(|| reference_rows(reference, "top_bf16", i)).expect("reference top_bf16");
     hf.iter()
         .zip(&want)
         .flat_map(|(h, w)| w.iter().filter_map(move |(id, lp)| h.iter().find(|(j, _)| j == id).map(|(_, x)| (x - lp).abs())))
@@ -137,19 +139,11 @@ fn hf_parity_teacher_forced() {
         chunked_opts["chunkedPrefillSize"] = json!(64);
         let chunked = engine(chunked_opts);
         let prompts = reference["prompts"].as_array().unwrap();
-        let tops = |key: &str, i: usize| -> Vec<Vec<(u32, f64)>> {
-            reference[key][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|pos| pos.as_array().unwrap().iter().map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap())).collect())
-                .collect()
-        };
         // Every prompt is measured and printed before anything is asserted.
         let mut failed = Vec::new();
         for (i, p) in prompts.iter().enumerate() {
             let ids: Vec<u32> = p.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            let want = tops("top", i);
+            let want = reference_rows(&reference, "top", i).expect("reference top");
             let a = teacher_forced(&one_shot, &ids);
             let b = teacher_forced(&chunked, &ids);
             let (d_ref, at) = max_diff(&format!("{dir} prompt {i} one-shot"), &a, &want, 5);
