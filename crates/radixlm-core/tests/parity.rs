@@ -146,6 +146,11 @@ fn qwen_golden() -> &'static Golden {
     G.get_or_init(|| read_golden("tiny-qwen2.json"))
 }
 
+fn llama3_golden() -> &'static Golden {
+    static G: OnceLock<Golden> = OnceLock::new();
+    G.get_or_init(|| read_golden("tiny-llama3.json"))
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Models
 
@@ -166,6 +171,12 @@ fn qwen_path() -> String {
     format!("{}/../../__test__/fixtures/tiny-qwen2", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Saved by transformers itself (scripts/make_tiny_llama3.py): rope_theta and the llama3 scaling live
+/// under `rope_parameters`, as in every checkpoint saved by transformers >= 5.
+fn llama3_path() -> String {
+    format!("{}/../../__test__/fixtures/tiny-llama3", env!("CARGO_MANIFEST_DIR"))
+}
+
 fn load_model(path: &str, dtype: &str) -> LoadedModel {
     let opts = EngineOptions::from_json(&json!({"modelPath": path, "dtype": dtype})).expect("options");
     load(&opts, &mut |_| {}).unwrap_or_else(|e| panic!("loading {path} ({dtype}): {e:?}"))
@@ -184,6 +195,11 @@ fn smollm_quant() -> &'static LoadedModel {
 fn qwen_f32() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
     M.get_or_init(|| load_model(&qwen_path(), "float32"))
+}
+
+fn llama3_f32() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| load_model(&llama3_path(), "float32"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -319,6 +335,11 @@ fn tiny_qwen2_f32_teacher_forced_top5_logprobs() {
     check_teacher_forced_f32(&qwen_f32().model, qwen_golden());
 }
 
+#[test]
+fn tiny_llama3_f32_teacher_forced_top5_logprobs() {
+    check_teacher_forced_f32(&llama3_f32().model, llama3_golden());
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 2. One-shot vs incremental vs chunked (page size 4, reversed page table)
 
@@ -371,6 +392,11 @@ fn smollm2_f32_chunked_and_incremental_match_one_shot() {
 #[test]
 fn tiny_qwen2_f32_chunked_and_incremental_match_one_shot() {
     check_chunked(&qwen_f32().model, qwen_golden(), &[]);
+}
+
+#[test]
+fn tiny_llama3_f32_chunked_and_incremental_match_one_shot() {
+    check_chunked(&llama3_f32().model, llama3_golden(), &[]);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -442,6 +468,11 @@ fn smollm2_f32_engine_greedy_matches_transformers() {
 #[test]
 fn tiny_qwen2_f32_engine_greedy_matches_transformers() {
     check_greedy_f32(&qwen_path(), qwen_golden());
+}
+
+#[test]
+fn tiny_llama3_f32_engine_greedy_matches_transformers() {
+    check_greedy_f32(&llama3_path(), llama3_golden());
 }
 
 /// Quantized (dtype auto) greedy outputs of the SmolLM2 prompts through the engine, run once.

@@ -2,6 +2,7 @@
 //! metadata into a `ModelConfig`; the decoder itself is shared (`layers::decoder`). Adding an
 //! architecture = one file + one line in `REGISTRY`.
 
+mod hf_rope;
 mod llama;
 mod qwen2;
 
@@ -88,11 +89,12 @@ impl HfFields<'_> {
 }
 
 /// `config.json` fields shared by Llama-like architectures; each architecture file then adjusts what
-/// differs (rope scaling, biases, head_dim rules).
+/// differs (biases, head_dim rules).
 pub(crate) fn hf_common(json: &serde_json::Value, arch: &str, rope_theta_default: f64, max_pos_default: usize) -> Result<ModelConfig> {
     let f = HfFields(json);
     let hidden_size = f.usize("hidden_size")?;
     let num_heads = f.usize("num_attention_heads")?;
+    let (rope_theta, rope_scaling) = hf_rope::hf_rope(json, rope_theta_default)?;
     Ok(ModelConfig {
         arch: arch.into(),
         vocab_size: f.usize("vocab_size")?,
@@ -103,8 +105,8 @@ pub(crate) fn hf_common(json: &serde_json::Value, arch: &str, rope_theta_default
         num_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(num_heads),
         head_dim: hidden_size / num_heads.max(1),
         rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
-        rope_theta: f.f64_or("rope_theta", rope_theta_default)?,
-        rope_scaling: None,
+        rope_theta,
+        rope_scaling,
         rope_style: crate::config::RopeStyle::Half,
         max_position_embeddings: f.opt_usize("max_position_embeddings")?.unwrap_or(max_pos_default),
         tie_word_embeddings: f.bool_or("tie_word_embeddings", false),
