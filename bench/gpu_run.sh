@@ -4,9 +4,9 @@
 # transformers baseline measured in the same call. Logs and JSON go to $OUT, bundled at the end into
 # $OUT/results.tgz (the device returns a limited number of files).
 #   bench/gpu_run.sh qwen2.5-0.5b [full | quick | bench | tc | tcbench]
-#     quick: tests only; bench: timings only; tc: the tensor-core decode kernel (RADIXLM_DECODE_KERNEL)
-#     against the CUDA-core one: engine tests with it, then batch 1 and the big workload with each
-#     kernel; tcbench: those timings only (the 8B's tc run does not fit one 600 s call)
+#     quick: tests only; bench: timings only; tc: the CUDA-core decode kernel (RADIXLM_DECODE_KERNEL=simt)
+#     against the default tensor-core one: engine tests with it, then batch 1 and the big workload with
+#     each kernel; tcbench: those timings only (the 8B's tc run does not fit one 600 s call)
 set -uo pipefail
 model=${1:-qwen2.5-0.5b}; mode=${2:-full}
 ck=/tmp/ck-$model
@@ -41,7 +41,7 @@ if [ "$mode" != bench ] && [ "$mode" != tcbench ]; then
   # it is over the carry limit).
   skip=""; [ -f /tmp/smol.gguf ] || skip="--skip smollm"
   [ "$model" = llama-3.1-8b ] && skip="--skip smollm --skip graphs"
-  [ "$mode" = tc ] && export RADIXLM_DECODE_KERNEL=tensor-cores
+  [ "$mode" = tc ] && export RADIXLM_DECODE_KERNEL=simt
   echo "== engine parity ${RADIXLM_DECODE_KERNEL:-}"
   RADIXLM_MODEL=/tmp/smol.gguf RADIXLM_CUDA_TESTS=1 RADIXLM_PARITY_MODELS=$ck .carry1/cuda_engine --test-threads=1 $skip --nocapture > "$OUT/engine.log" 2>&1; echo "rc $?"
   grep -E "max \|d\||test result|panicked|graphed|overlap|mixed|FAILED|decodeKernel" "$OUT/engine.log" | cut -c1-400 | head -24

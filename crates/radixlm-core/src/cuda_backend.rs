@@ -304,10 +304,12 @@ impl CudaBackend {
     ) -> Result<Built> {
         let (max_tokens, max_seqs, context_len) = limits;
         let mut dev = Device::new(ordinal).map_err(|e| Error::invalid_options(format!("options.device: {e}")))?;
-        // Developer switch for A/B runs of the tensor-core decode kernel until a GPU run has measured it
-        // (bench/README.md); deliberately not an engine option, so nothing public depends on it yet.
-        if std::env::var("RADIXLM_DECODE_KERNEL").as_deref() == Ok("tensor-cores") {
-            dev.set_decode_kernel(DecodeKernel::TensorCores);
+        // Developer switch for A/B runs of the decode attention kernels (bench/gpu_run.sh tc); tensor cores
+        // are the default. Deliberately not an engine option: nothing public depends on the choice.
+        match std::env::var("RADIXLM_DECODE_KERNEL").as_deref() {
+            Ok("simt") => dev.set_decode_kernel(DecodeKernel::Simt),
+            Ok("tensor-cores") => dev.set_decode_kernel(DecodeKernel::TensorCores),
+            _ => {}
         }
         let name = dev.describe().map_err(cuda_err)?;
         let spec = ModelSpec {

@@ -313,7 +313,14 @@ fn smollm_gpu_matches_cpu_f32() {
     let gpu = engine(json!({"modelPath": path, "device": "cuda", "maxTotalTokens": 32768}));
     let params = json!({"temperature": 0, "maxNewTokens": 24, "ignoreEos": true});
     // bf16 against f32 on a trained model: the likely tokens move little, the tail of the top 5 more
-    // (relative error of a bf16 activation is 2^-9; logits of a real model span tens of units).
+    // (relative error of a bf16 activation is 2^-9; logits of a real model span tens of units). The bound
+    // is transformers' own bf16 distance from its f32 run on these prompts where that is larger
+    // (scripts/smollm_bf16_noise.py: top-1 0.19, mean 0.058): no worse than the reference engine in bf16.
+    let noise: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../__test__/goldens/smollm2-bf16-noise.json")).unwrap(),
+    )
+    .unwrap();
+    let (top1_bound, mean_bound) = (noise["top1"].as_f64().unwrap().max(0.15), noise["mean5"].as_f64().unwrap().max(TOL));
     let (mut worst_top1, mut sum, mut n) = (0f64, 0f64, 0usize);
     for text in ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a land far away,", "1, 2, 3, 5, 8,"] {
         let c = done(&cpu, PromptInput::Text(text.into()), params.clone(), Value::Null);
@@ -336,6 +343,8 @@ fn smollm_gpu_matches_cpu_f32() {
         worst_top1 = worst_top1.max(d1);
     }
     let mean = sum / n as f64;
-    eprintln!("GPU bf16 vs CPU f32: mean |d| over top-5 {mean:.4}, max top-1 {worst_top1:.4}");
-    assert!(mean < TOL && worst_top1 < 0.15, "GPU bf16 vs CPU f32: mean {mean}, top-1 {worst_top1}");
+    eprintln!(
+        "GPU bf16 vs CPU f32: mean |d| over top-5 {mean:.4} (bound {mean_bound:.4}), max top-1 {worst_top1:.4} (bound {top1_bound:.4})"
+    );
+    assert!(mean < mean_bound && worst_top1 < top1_bound, "GPU bf16 vs CPU f32: mean {mean}, top-1 {worst_top1}");
 }
