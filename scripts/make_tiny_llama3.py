@@ -7,6 +7,10 @@ Writes
                                    llama3 scaling under `rope_parameters`), model.safetensors (float32,
                                    untied lm_head), and tiny-qwen2's tokenizer files (copied)
   __test__/goldens/tiny-llama3.json  goldens in the format of scripts/golden_util.py, float64 on CPU
+  __test__/fixtures/tiny-llama3.gguf  the same float32 weights as llama.cpp's converter lays them out for
+                                   a Llama: q/k rows permuted for its interleaved RoPE, and Llama 3 scaling
+                                   as per-pair frequency divisors in the tensor rope_freqs.weight (no
+                                   scaling metadata); no tokenizer (the tests feed ids); same goldens
 
 How to rerun (CPU, seconds; needs tiny-qwen2's fixture for the tokenizer; see scripts/README.md):
   python3 scripts/make_tiny_llama3.py
@@ -37,6 +41,72 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QWEN_DIR = os.path.join(ROOT, "__test__", "fixtures", "tiny-qwen2")
 OUT_DIR = os.path.join(ROOT, "__test__", "fixtures", "tiny-llama3")
 OUT_GOLDEN = os.path.join(ROOT, "__test__", "goldens", "tiny-llama3.json")
+OUT_GGUF = os.path.join(ROOT, "__test__", "fixtures", "tiny-llama3.gguf")
+
+
+def llama3_freq_divisors(cfg):
+    """Per rotated pair, how much Llama 3 scaling divides the frequency (1 = unscaled): the llama3 rule of
+    transformers' _compute_llama3_parameters, expressed as the divisor llama.cpp's converter stores."""
+    import math
+
+    rp = cfg.rope_parameters
+    d, base = cfg.head_dim, rp["rope_theta"]
+    factor, lo, hi, orig = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"], rp["original_max_position_embeddings"]
+    out = []
+    for i in range(d // 2):
+        wavelen = 2 * math.pi * base ** (2 * i / d)
+        if wavelen < orig / hi:
+            out.append(1.0)
+        elif wavelen > orig / lo:
+            out.append(factor)
+        else:
+            smooth = (orig / wavelen - lo) / (hi - lo)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return out
+
+
+def write_gguf(model, cfg):
+    """The checkpoint as a llama-architecture GGUF, float32, laid out as llama.cpp's converter does."""
+    import gguf
+    import numpy as np
+
+    def interleave_rows(w, heads):  # HF half-rotation rows -> llama.cpp's interleaved pairs
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    w = gguf.GGUFWriter(OUT_GGUF, "llama")
+    w.add_name("tiny-llama3")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    w.add_tensor("output.weight", sd["lm_head.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    w.add_tensor("rope_freqs.weight", np.array(llama3_freq_divisors(cfg), dtype=np.float32))
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        w.add_tensor(f"blk.{i}.attn_norm.weight", sd[p + "input_layernorm.weight"])
+        w.add_tensor(f"blk.{i}.attn_q.weight", interleave_rows(sd[p + "self_attn.q_proj.weight"], cfg.num_attention_heads))
+        w.add_tensor(f"blk.{i}.attn_k.weight", interleave_rows(sd[p + "self_attn.k_proj.weight"], cfg.num_key_value_heads))
+        w.add_tensor(f"blk.{i}.attn_v.weight", sd[p + "self_attn.v_proj.weight"])
+        w.add_tensor(f"blk.{i}.attn_output.weight", sd[p + "self_attn.o_proj.weight"])
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
+        w.add_tensor(f"blk.{i}.ffn_up.weight", sd[p + "mlp.up_proj.weight"])
+        w.add_tensor(f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def init_weights(model, n_tok):
@@ -92,6 +162,7 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(OUT_DIR, dtype=torch.float32, attn_implementation="eager").eval()
     if model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr():
         raise SystemExit("lm_head is tied")
+    write_gguf(model, model.config)
     model = model.double()
 
     prompts = []

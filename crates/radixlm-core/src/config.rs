@@ -33,6 +33,9 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: Option<Llama3Scaling>,
+    /// Per-pair divisors of the RoPE frequencies: how llama.cpp's converter stores Llama 3 scaling in a
+    /// GGUF (tensor `rope_freqs.weight`, head_dim/2 values; no scaling metadata then).
+    pub rope_freq_factors: Option<Vec<f32>>,
     pub rope_style: RopeStyle,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
@@ -74,6 +77,11 @@ impl ModelConfig {
         if self.max_position_embeddings == 0 {
             return bad("max_position_embeddings must be positive");
         }
+        if let Some(f) = &self.rope_freq_factors {
+            if f.len() != self.head_dim / 2 || !f.iter().all(|x| x.is_finite() && *x > 0.0) {
+                return bad("rope frequency factors must be head_dim/2 positive numbers");
+            }
+        }
         Ok(())
     }
 
@@ -95,7 +103,10 @@ impl ModelConfig {
                     Some(s) => llama3_scale(f, s),
                     None => f,
                 };
-                f as f32
+                match &self.rope_freq_factors {
+                    Some(div) => (f / div[i] as f64) as f32,
+                    None => f as f32,
+                }
             })
             .collect()
     }
@@ -133,6 +144,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             rope_theta: 500000.0,
             rope_scaling: scaling,
+            rope_freq_factors: None,
             rope_style: RopeStyle::Half,
             max_position_embeddings: 131072,
             tie_word_embeddings: false,
@@ -167,6 +179,25 @@ mod tests {
         assert_eq!(scaled[0], 1.0);
         let last = 500000f64.powf(-126.0 / 128.0) / 8.0;
         assert!((scaled[63] as f64 - last).abs() / last < 1e-5);
+    }
+
+    /// llama.cpp's form of the same scaling (frequency divisors per pair) gives the same frequencies, and
+    /// divisors from a file are checked like any other untrusted field.
+    #[test]
+    fn rope_freq_factors_divide_and_are_validated() {
+        let s = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192.0 };
+        let plain = llama31_like(None).rope_inv_freq();
+        let scaled = llama31_like(Some(s)).rope_inv_freq();
+        let mut c = llama31_like(None);
+        c.rope_freq_factors = Some(plain.iter().zip(&scaled).map(|(p, q)| p / q).collect());
+        assert!(c.validate().is_ok());
+        for (a, b) in c.rope_inv_freq().iter().zip(&scaled) {
+            assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}");
+        }
+        for bad in [vec![1.0; 63], { let mut v = vec![1.0; 64]; v[5] = 0.0; v }, { let mut v = vec![1.0; 64]; v[0] = f32::NAN; v }] {
+            c.rope_freq_factors = Some(bad);
+            assert_eq!(c.validate().unwrap_err().code(), "ERR_INVALID_MODEL");
+        }
     }
 
     #[test]

@@ -177,29 +177,46 @@ fn llama3_path() -> String {
     format!("{}/../../__test__/fixtures/tiny-llama3", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn load_model(path: &str, dtype: &str) -> LoadedModel {
-    let opts = EngineOptions::from_json(&json!({"modelPath": path, "dtype": dtype})).expect("options");
-    load(&opts, &mut |_| {}).unwrap_or_else(|e| panic!("loading {path} ({dtype}): {e:?}"))
+/// The same weights as llama.cpp's converter writes a Llama 3 GGUF: Llama 3 scaling only as the
+/// per-pair frequency divisors of tensor rope_freqs.weight. No tokenizer inside: tokenizerPath supplies it.
+fn llama3_gguf() -> Value {
+    json!({"modelPath": format!("{}.gguf", llama3_path()), "tokenizerPath": llama3_path()})
+}
+
+fn at(path: String) -> Value {
+    json!({ "modelPath": path })
+}
+
+fn load_model(src: Value, dtype: &str) -> LoadedModel {
+    let mut o = src.clone();
+    o["dtype"] = json!(dtype);
+    let opts = EngineOptions::from_json(&o).expect("options");
+    load(&opts, &mut |_| {}).unwrap_or_else(|e| panic!("loading {src} ({dtype}): {e:?}"))
 }
 
 fn smollm_f32() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| load_model(&smollm_path(), "float32"))
+    M.get_or_init(|| load_model(at(smollm_path()), "float32"))
 }
 
 fn smollm_quant() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| load_model(&smollm_path(), "auto"))
+    M.get_or_init(|| load_model(at(smollm_path()), "auto"))
 }
 
 fn qwen_f32() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| load_model(&qwen_path(), "float32"))
+    M.get_or_init(|| load_model(at(qwen_path()), "float32"))
 }
 
 fn llama3_f32() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| load_model(&llama3_path(), "float32"))
+    M.get_or_init(|| load_model(at(llama3_path()), "float32"))
+}
+
+fn llama3_gguf_f32() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| load_model(llama3_gguf(), "float32"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -340,6 +357,13 @@ fn tiny_llama3_f32_teacher_forced_top5_logprobs() {
     check_teacher_forced_f32(&llama3_f32().model, llama3_golden());
 }
 
+#[test]
+fn tiny_llama3_gguf_rope_freqs_teacher_forced_top5_logprobs() {
+    let m = llama3_gguf_f32();
+    assert!(m.model.cfg.rope_freq_factors.is_some() && m.model.cfg.rope_scaling.is_none());
+    check_teacher_forced_f32(&m.model, llama3_golden());
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 2. One-shot vs incremental vs chunked (page size 4, reversed page table)
 
@@ -403,12 +427,13 @@ fn tiny_llama3_f32_chunked_and_incremental_match_one_shot() {
 // 3. Greedy through the engine
 
 /// Submits every golden prompt as ids (greedy, 32 tokens, EOS ignored) and returns the output ids.
-fn engine_greedy(path: &str, dtype: &str, g: &Golden) -> Vec<Vec<u32>> {
-    let opts = EngineOptions::from_json(&json!({
-        "modelPath": path, "dtype": dtype, "randomSeed": 0, "maxTotalTokens": 8192
-    }))
-    .expect("options");
-    let engine = EngineHandle::start(opts, &mut |_| {}).unwrap_or_else(|e| panic!("engine start ({path}, {dtype}): {e:?}"));
+fn engine_greedy(src: &Value, dtype: &str, g: &Golden) -> Vec<Vec<u32>> {
+    let mut o = src.clone();
+    o["dtype"] = json!(dtype);
+    o["randomSeed"] = json!(0);
+    o["maxTotalTokens"] = json!(8192);
+    let opts = EngineOptions::from_json(&o).expect("options");
+    let engine = EngineHandle::start(opts, &mut |_| {}).unwrap_or_else(|e| panic!("engine start ({src}, {dtype}): {e:?}"));
     let params = json!({"temperature": 0, "maxNewTokens": 32, "ignoreEos": true});
     let mut handles: Vec<_> = g
         .prompts
@@ -434,8 +459,8 @@ fn first_divergence(a: &[u32], b: &[u32]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y).or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
-fn check_greedy_f32(path: &str, g: &Golden) {
-    let outs = engine_greedy(path, "float32", g);
+fn check_greedy_f32(src: &Value, g: &Golden) {
+    let outs = engine_greedy(src, "float32", g);
     let mut identical = 0;
     let mut failures = Vec::new();
     for (p, out) in g.prompts.iter().zip(&outs) {
@@ -462,23 +487,28 @@ fn check_greedy_f32(path: &str, g: &Golden) {
 
 #[test]
 fn smollm2_f32_engine_greedy_matches_transformers() {
-    check_greedy_f32(&smollm_path(), smollm_golden());
+    check_greedy_f32(&at(smollm_path()), smollm_golden());
 }
 
 #[test]
 fn tiny_qwen2_f32_engine_greedy_matches_transformers() {
-    check_greedy_f32(&qwen_path(), qwen_golden());
+    check_greedy_f32(&at(qwen_path()), qwen_golden());
 }
 
 #[test]
 fn tiny_llama3_f32_engine_greedy_matches_transformers() {
-    check_greedy_f32(&llama3_path(), llama3_golden());
+    check_greedy_f32(&at(llama3_path()), llama3_golden());
+}
+
+#[test]
+fn tiny_llama3_gguf_rope_freqs_engine_greedy_matches_transformers() {
+    check_greedy_f32(&llama3_gguf(), llama3_golden());
 }
 
 /// Quantized (dtype auto) greedy outputs of the SmolLM2 prompts through the engine, run once.
 fn smollm_quant_greedy() -> &'static Vec<Vec<u32>> {
     static O: OnceLock<Vec<Vec<u32>>> = OnceLock::new();
-    O.get_or_init(|| engine_greedy(&smollm_path(), "auto", smollm_golden()))
+    O.get_or_init(|| engine_greedy(&at(smollm_path()), "auto", smollm_golden()))
 }
 
 /// Greedy output ids diverge from transformers' only where either token is in the other side's top 5
