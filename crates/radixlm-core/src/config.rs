@@ -77,10 +77,24 @@ impl ModelConfig {
         if self.max_position_embeddings == 0 {
             return bad("max_position_embeddings must be positive");
         }
-        if let Some(f) = &self.rope_freq_factors {
-            if f.len() != self.head_dim / 2 || !f.iter().all(|x| x.is_finite() && *x > 0.0) {
-                return bad("rope frequency factors must be head_dim/2 positive numbers");
+        if let Some(s) = &self.rope_scaling {
+            let ok = [s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings]
+                .iter()
+                .all(|v| v.is_finite() && *v > 0.0)
+                && s.high_freq_factor > s.low_freq_factor;
+            if !ok {
+                return bad("llama3 rope scaling needs positive factors with high_freq_factor > low_freq_factor");
             }
+        }
+        if let Some(f) = &self.rope_freq_factors {
+            if f.len() != self.head_dim / 2 || self.rope_scaling.is_some() {
+                return bad("rope frequency factors must be head_dim/2 values, without other rope scaling");
+            }
+        }
+        // Whatever the source of each number, the frequencies the kernels get must be usable: a subnormal
+        // divisor or a tiny theta would give inf, and inf * position 0 is NaN.
+        if !self.rope_inv_freq().iter().all(|f| f.is_finite() && *f > 0.0) {
+            return bad("rope frequencies are not finite and positive (rope_theta or scaling factors)");
         }
         Ok(())
     }

@@ -3,8 +3,10 @@
 //!   (every checkpoint it saves, whatever the file it was loaded from);
 //! - older files: top-level `"rope_theta"` and `"rope_scaling": {"rope_type" | "type": .., ..}`.
 //! Reading only the old keys from a new file silently falls back to the architecture's default theta
-//! and no scaling: the model loads and answers, wrongly, from the second position on. So `rope_parameters`
-//! wins when present, and a rope type we do not implement is an error rather than ignored.
+//! and no scaling: the model loads and answers, wrongly, from the second position on. Precedence follows
+//! transformers 5 (`rope_parameters = rope_scaling or rope_parameters`, then `rope_theta` from that dict,
+//! else the top-level key), and a rope type or partial rotary factor we do not implement is an error
+//! rather than ignored.
 
 use super::HfFields;
 use crate::config::Llama3Scaling;
@@ -13,26 +15,35 @@ use serde_json::Value;
 
 /// (rope_theta, llama3 scaling) from `config.json`; `theta_default` when the file names none.
 pub(crate) fn hf_rope(json: &Value, theta_default: f64) -> Result<(f64, Option<Llama3Scaling>)> {
-    let params = json.get("rope_parameters").filter(|v| !v.is_null());
-    let (theta_from, scaling_from) = match params {
-        Some(p) if !p.is_object() => {
-            return Err(Error::invalid_model(
-                "config.json `rope_parameters` is not an object",
-            ))
-        }
+    let present = |key: &str| json.get(key).filter(|v| !v.is_null());
+    let params = present("rope_parameters");
+    if let Some(p) = params {
+        let Some(o) = p.as_object() else {
+            return Err(Error::invalid_model("config.json `rope_parameters` is not an object"));
+        };
         // Models with per-layer-type rope (e.g. {"full_attention": {..}, "sliding_attention": {..}}).
-        Some(p)
-            if p.as_object()
-                .is_some_and(|o| o.values().any(Value::is_object)) =>
-        {
-            return Err(Error::invalid_model(
-                "config.json `rope_parameters` per layer type is not supported",
-            ))
+        if o.values().any(Value::is_object) {
+            return Err(Error::invalid_model("config.json `rope_parameters` per layer type is not supported"));
         }
-        Some(p) => (p, Some(p)),
-        None => (json, json.get("rope_scaling").filter(|v| !v.is_null())),
-    };
+    }
+    // A legacy `rope_scaling` next to `rope_parameters` wins in transformers (a user who adds the
+    // scaling a model card asks for to a config saved by transformers 5 gets it there).
+    let scaling_from = present("rope_scaling").or(params);
+    if let Some(s) = scaling_from.filter(|s| !s.is_object()) {
+        return Err(Error::invalid_model(format!("config.json rope scaling is not an object: {s}")));
+    }
+    let theta_from = [scaling_from, params]
+        .into_iter()
+        .flatten()
+        .find(|d| d.get("rope_theta").is_some_and(|t| !t.is_null()))
+        .unwrap_or(json);
     let theta = HfFields(theta_from).f64_or("rope_theta", theta_default)?;
+    for v in [Some(json), scaling_from].into_iter().flatten() {
+        let prf = HfFields(v).f64_or("partial_rotary_factor", 1.0)?;
+        if prf != 1.0 {
+            return Err(Error::invalid_model(format!("partial_rotary_factor {prf} is not supported")));
+        }
+    }
     let scaling = match scaling_from {
         Some(s) => llama3_scaling(s)?,
         None => None,
@@ -41,33 +52,25 @@ pub(crate) fn hf_rope(json: &Value, theta_default: f64) -> Result<(f64, Option<L
 }
 
 fn llama3_scaling(s: &Value) -> Result<Option<Llama3Scaling>> {
-    let kind = s
-        .get("rope_type")
-        .or_else(|| s.get("type"))
-        .and_then(Value::as_str);
+    // `"rope_type": null` must not hide a `"type"` next to it.
+    let kind = [s.get("rope_type"), s.get("type")].into_iter().flatten().find(|v| !v.is_null());
+    let kind = match kind {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or_else(|| Error::invalid_model(format!("config.json rope type {v} is not a string")))?),
+    };
     match kind {
         Some("default") | None => Ok(None),
         Some("llama3") => {
             let f = HfFields(s);
-            let scaling = Llama3Scaling {
+            // Checked with the rest of the config (ModelConfig::validate), as for GGUF metadata.
+            Ok(Some(Llama3Scaling {
                 factor: f.f64_or("factor", 8.0)?,
                 low_freq_factor: f.f64_or("low_freq_factor", 1.0)?,
                 high_freq_factor: f.f64_or("high_freq_factor", 4.0)?,
-                original_max_position_embeddings: f
-                    .f64_or("original_max_position_embeddings", 8192.0)?,
-            };
-            let ok = scaling.factor > 0.0
-                && scaling.low_freq_factor > 0.0
-                && scaling.high_freq_factor > scaling.low_freq_factor
-                && scaling.original_max_position_embeddings > 0.0;
-            if !ok {
-                return Err(Error::invalid_model("rope scaling: invalid llama3 factors"));
-            }
-            Ok(Some(scaling))
+                original_max_position_embeddings: f.f64_or("original_max_position_embeddings", 8192.0)?,
+            }))
         }
-        Some(other) => Err(Error::invalid_model(format!(
-            "rope type `{other}` is not supported"
-        ))),
+        Some(other) => Err(Error::invalid_model(format!("rope type `{other}` is not supported"))),
     }
 }
 
@@ -119,12 +122,22 @@ mod tests {
         assert_eq!(hf_rope(&json!({"rope_scaling": null}), 1e6).unwrap().0, 1e6);
     }
 
+    /// transformers 5: `rope_parameters = rope_scaling or rope_parameters`; theta from that dict, else the
+    /// top-level key, else the architecture's default.
     #[test]
-    fn rope_parameters_win_over_legacy_keys() {
-        let j = json!({"rope_theta": 10000.0, "rope_scaling": {"rope_type": "yarn"},
-            "rope_parameters": {"rope_type": "default", "rope_theta": 2e5}});
+    fn precedence_follows_transformers() {
+        let j = json!({"rope_theta": 10000.0, "rope_scaling": {"rope_type": "default"},
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": 2e5}});
         let (theta, s) = hf_rope(&j, 1.0).unwrap();
-        assert_eq!((theta, s.is_none()), (2e5, true));
+        assert_eq!((theta, s.is_none()), (2e5, true), "legacy scaling wins, theta from rope_parameters");
+        let j = json!({"rope_theta": 5e5, "rope_parameters": {"rope_type": "llama3", "factor": 8.0}});
+        let (theta, s) = hf_rope(&j, 1e4).unwrap();
+        assert_eq!((theta, s.map(|s| s.factor)), (5e5, Some(8.0)), "theta falls back to the top-level key");
+        assert_eq!(hf_rope(&json!({"rope_theta": 3e5, "rope_parameters": {}}), 1e4).unwrap().0, 3e5);
+        let yarn = json!({"rope_scaling": {"type": "yarn", "factor": 4.0}, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}});
+        assert_eq!(hf_rope(&yarn, 1e4).unwrap_err().code(), "ERR_INVALID_MODEL", "yarn added by a user is not dropped");
+        let null_type = json!({"rope_scaling": {"rope_type": null, "type": "yarn"}});
+        assert_eq!(hf_rope(&null_type, 1e4).unwrap_err().code(), "ERR_INVALID_MODEL");
     }
 
     #[test]
@@ -134,7 +147,9 @@ mod tests {
             json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
             json!({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6}}}),
             json!({"rope_parameters": 5}),
-            json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}}),
+            json!({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "partial_rotary_factor": 0.5}}),
+            json!({"partial_rotary_factor": 0.25}),
+            json!({"rope_scaling": "llama3"}),
         ] {
             assert_eq!(
                 hf_rope(&j, 1e4).unwrap_err().code(),

@@ -2,6 +2,7 @@
 //! metadata into a `ModelConfig`; the decoder itself is shared (`layers::decoder`). Adding an
 //! architecture = one file + one line in `REGISTRY`.
 
+mod gguf_rope;
 mod hf_rope;
 mod llama;
 mod qwen2;
@@ -147,6 +148,7 @@ pub(crate) fn gguf_common(
         Some(v) => v as usize,
         None => embd.first().copied().unwrap_or(0),
     };
+    let (rope_scaling, rope_freq_factors) = gguf_rope::gguf_rope(file, arch, head_dim)?;
     let cfg = ModelConfig {
         arch: arch.to_string(),
         vocab_size,
@@ -160,8 +162,8 @@ pub(crate) fn gguf_common(
             .meta_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5) as f64,
         rope_theta: file.meta_f32(&format!("{arch}.rope.freq_base"))?.unwrap_or(10_000.0) as f64,
-        rope_scaling: None,
-        rope_freq_factors: None,
+        rope_scaling,
+        rope_freq_factors,
         rope_style,
         max_position_embeddings: req("context_length")?,
         tie_word_embeddings: !file.has_tensor("output.weight"),
