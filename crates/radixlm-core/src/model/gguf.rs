@@ -762,4 +762,47 @@ mod tests {
             assert_eq!(q.shape(), &f.content.tensor_infos[name].shape);
         }
     }
+
+    /// RoPE scaling as llama.cpp stores it (models/gguf_rope.rs): the rope_freqs tensor, a llama3 type in
+    /// metadata, and the scalings radixlm does not implement, which must be errors unless they are no-ops.
+    #[test]
+    fn rope_scaling_from_gguf() {
+        use crate::models::gguf_rope::gguf_rope;
+        let with = |kvs: Vec<Vec<u8>>, freqs: bool| {
+            let mut g = G::valid();
+            g.kvs.extend(kvs);
+            if freqs {
+                g.tensors[0] = T { name: "rope_freqs.weight".into(), ne: vec![4], ty: 0, off: 0 };
+            }
+            load(&g.bytes()).unwrap()
+        };
+        let ty = |v: &str| kv("llama.rope.scaling.type", 8, &str_val(v));
+        let factor = |x: f32| kv("llama.rope.scaling.factor", 6, &x.to_le_bytes());
+
+        let (s, f) = gguf_rope(&with(vec![], true), "llama", 8).unwrap();
+        assert!(s.is_none());
+        assert_eq!(f.unwrap(), [0.0, 1.0, 2.0, 3.0]);
+        let e = gguf_rope(&with(vec![], true), "llama", 10).unwrap_err();
+        assert!(e.message.contains("rope_freqs.weight has 4 values"), "{e}");
+
+        let (s, f) = gguf_rope(&with(vec![ty("llama3"), factor(8.0)], false), "llama", 8).unwrap();
+        let s = s.expect("llama3 from metadata");
+        assert_eq!((s.factor, s.original_max_position_embeddings, f.is_none()), (8.0, 8192.0, true));
+        // With the tensor too, the tensor is what llama.cpp applies: no second scaling.
+        let (s, f) = gguf_rope(&with(vec![ty("llama3"), factor(8.0)], true), "llama", 8).unwrap();
+        assert!(s.is_none() && f.is_some());
+
+        for ok in [vec![ty("linear"), factor(1.0)], vec![ty("yarn"), factor(0.0)], vec![ty("none"), factor(4.0)]] {
+            assert!(gguf_rope(&with(ok, false), "llama", 8).unwrap().0.is_none());
+        }
+        for (bad, name) in [
+            (vec![ty("yarn"), factor(4.0)], "yarn"),
+            (vec![factor(2.0)], "linear"),
+            (vec![kv("llama.rope.scale_linear", 6, &2f32.to_le_bytes())], "linear"),
+        ] {
+            let e = gguf_rope(&with(bad, false), "llama", 8).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidModel);
+            assert!(e.message.contains(name), "{e}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! metadata into a `ModelConfig`; the decoder itself is shared (`layers::decoder`). Adding an
 //! architecture = one file + one line in `REGISTRY`.
 
-mod gguf_rope;
+pub(crate) mod gguf_rope;
 mod hf_rope;
 mod llama;
 mod qwen2;
