@@ -83,8 +83,13 @@ fn max_diff(what: &str, got: &[Vec<(u32, f64)>], want: &[Vec<(u32, f64)>], k: us
 
 /// Mean |difference| over every (id, logprob) of `want`'s top-k (missing ids as in [`max_diff`]).
 fn mean_diff(what: &str, got: &[Vec<(u32, f64)>], want: &[Vec<(u32, f64)>], k: usize) -> f64 {
-    let (sum, n) = diffs(what, got, want, k).fold((0f64, 0usize), |(s, n), (d, _)| (s + d, n + 1));
-    sum / n.max(1) as f64
+    max_and_mean(diffs(what, got, want, k).map(|(d, _)| d)).1
+}
+
+/// (max, mean) of non-negative distances; (0, 0) for none.
+fn max_and_mean(ds: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (max, sum, n) = ds.fold((0f64, 0f64, 0usize), |(m, s, n), d| (m.max(d), s + d, n + 1));
+    (max, sum / n.max(1) as f64)
 }
 
 /// (|difference|, position) for every (id, logprob) of `want`'s top-k.
@@ -112,25 +117,15 @@ fn reference_rows(reference: &Value, key: &str, i: usize) -> Option<Vec<Vec<(u32
     Some(v.iter().map(|pos| pos.as_array().unwrap().iter().map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap())).collect()).collect())
 }
 
-/// transformers' own bf16 run against its f32 run on prompt `i`: the worst |difference| over the f32
-/// top-5 (the bf16 run's logprobs of those ids when the reference has them, else where its own top-5
-/// holds them).
-fn hf_bf16_gap(reference: &Value, i: usize) -> f64 {
-    hf_bf16_diffs(reference, i).fold(0f64, f64::max)
-}
-
-/// The same distances, averaged: transformers' bf16 mean |difference| over the f32 top-5 of prompt `i`.
-fn hf_bf16_mean(reference: &Value, i: usize) -> f64 {
-    let (sum, n) = hf_bf16_diffs(reference, i).fold((0f64, 0usize), |(s, n), d| (s + d, n + 1));
-    sum / n.max(1) as f64
-}
-
-fn hf_bf16_diffs(reference: &Value, i: usize) -> impl Iterator<Item = f64> {
+/// transformers' own bf16 run against its f32 run on prompt `i`: the worst and the mean |difference|
+/// over the f32 top-5 (the bf16 run's logprobs of those ids when the reference has them, else where its
+/// own top-5 holds them).
+fn hf_bf16_gap(reference: &Value, i: usize) -> (f64, f64) {
     let want = reference_rows(reference, "top", i).expect("reference top");
     let hf = reference_rows(reference, "bf16_at_top", i).or_else(|| reference_rows(reference, "top_bf16", i)).expect("reference top_bf16");
-    hf.into_iter().zip(want).flat_map(|(h, w)| {
-        w.into_iter().filter_map(move |(id, lp)| h.iter().find(|(j, _)| *j == id).map(|(_, x)| (x - lp).abs()))
-    })
+    max_and_mean(hf.iter().zip(&want).flat_map(|(h, w)| {
+        w.iter().filter_map(move |(id, lp)| h.iter().find(|(j, _)| j == id).map(|(_, x)| (x - lp).abs()))
+    }))
 }
 
 /// The bf16 noise scale of a checkpoint: TOL, or transformers' own bf16 gap where that is larger (random
@@ -138,7 +133,7 @@ fn hf_bf16_diffs(reference: &Value, i: usize) -> impl Iterator<Item = f64> {
 fn noise_scale(dir: &str) -> f64 {
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/reference.json")).unwrap()).unwrap();
     let n = reference["prompts"].as_array().unwrap().len();
-    (0..n).map(|i| hf_bf16_gap(&reference, i)).fold(TOL, f64::max)
+    (0..n).map(|i| hf_bf16_gap(&reference, i).0).fold(TOL, f64::max)
 }
 
 fn parity_dirs() -> Vec<String> {
@@ -170,7 +165,7 @@ fn hf_parity_teacher_forced() {
             let (d_ref, at) = max_diff(&format!("{dir} prompt {i} one-shot"), &a, &want, 5);
             let (d_chunk, _) = max_diff(&format!("{dir} prompt {i} chunked"), &b, &want, 5);
             let (d_self, _) = max_diff(&format!("{dir} prompt {i} chunked vs one-shot"), &b, &a, 5);
-            let (d_hf, m_hf) = (hf_bf16_gap(&reference, i), hf_bf16_mean(&reference, i));
+            let (d_hf, m_hf) = hf_bf16_gap(&reference, i);
             let m_ref = mean_diff("one-shot", &a, &want, 5);
             // The bound is TOL. Where transformers' own bf16 run is further than that from its f32
             // run (random 8B-sized checkpoints: 0.2-0.3), no bf16 engine can be held to TOL; the bound is
